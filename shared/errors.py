@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     HOLD_RESOLVED = "hold_resolved"
     SERVICE_BUSY = "service_busy"
     PROTOCOL_VERSION = "protocol_version"
+    INTERNAL_ERROR = "internal_error"
 
 
 MESSAGES_RU: Final[dict[ErrorCode, str]] = {
@@ -80,9 +81,10 @@ MESSAGES_RU: Final[dict[ErrorCode, str]] = {
     ErrorCode.HOLD_RESOLVED: "Резерв бонусов уже использован или снят",
     ErrorCode.SERVICE_BUSY: "Сервис занят, повторите запрос",
     ErrorCode.PROTOCOL_VERSION: "Версия программы не поддерживается сервером",
+    ErrorCode.INTERNAL_ERROR: "Внутренняя ошибка сервиса бонусов, повторите операцию",
 }
 
-#: The HTTP status each code is answered with; every one is a 4xx by design.
+#: The HTTP status each code is answered with: a 4xx for everything a caller can cause.
 HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.VALIDATION_ERROR: 422,
     ErrorCode.UNAUTHORIZED: 401,
@@ -114,6 +116,8 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.HOLD_RESOLVED: 409,
     ErrorCode.SERVICE_BUSY: 429,
     ErrorCode.PROTOCOL_VERSION: 426,
+    # The one 5xx: a fault of ours, never an answer to bad input.
+    ErrorCode.INTERNAL_ERROR: 500,
 }
 
 

@@ -205,13 +205,18 @@ def give_back(
 ) -> tuple[Wallet, list[Allocation], int]:
     """Return a reversed debit to the lots it came from, with their original expiry.
 
-    Gives back to each allocation's lot; what lands in a lot already expired on ``day`` burns
-    again at once.  Returns the new wallet, the allocations given back and the kopecks burned.
+    Gives back to each allocation's lot; what lands in a lot already expired on ``day`` (or in a
+    lot no longer kept) burns again at once.  Returns the new wallet, the allocations given back and the kopecks burned.
     """
     changed: dict[str, Lot] = {}
     burned_kop = 0
     for allocation in allocations:
-        lot = changed.get(allocation.lot_id) or wallet.lot(allocation.lot_id)
+        try:
+            lot = changed.get(allocation.lot_id) or wallet.lot(allocation.lot_id)
+        except KeyError:
+            # A lot no longer kept (a replica prunes long-spent lots) is long past its date.
+            burned_kop += allocation.amount_kop
+            continue
         if lot.expired_on(day):
             burned_kop += allocation.amount_kop
             continue

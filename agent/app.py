@@ -1,0 +1,85 @@
+"""The agent's application factory: resources opened and closed in ``cleanup_ctx``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from agent.clock import Clock
+from agent.config import AgentConfig
+from agent.context import AgentContext
+from agent.db import Database
+from agent.http import CONFIG_KEY, SESSION_KEY, auth_middleware, error_middleware
+from agent.operations import Operations
+from agent.providers import make_provider
+from agent.routes import CTX_KEY, OPS_KEY, VERIFY_KEY, add_routes
+from agent.verifications import Verifications
+
+log = logging.getLogger(__name__)
+
+HIGH_WATER_INTERVAL_S = 30.0
+#: Outgoing connections to gateways and the central server, at most.
+HTTP_CONNECTIONS_MAX = 20
+
+
+def create_app(
+    config: AgentConfig, *, clock: Clock | None = None, config_path: Path | None = None
+) -> web.Application:
+    """The till API over the local journal, with its background tasks."""
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware],
+        client_max_size=config.request_body_bytes_max,
+    )
+    app[CONFIG_KEY] = config
+    add_routes(app)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        db = Database(config.db_path)
+        await db.open()
+        ctx = AgentContext(config=config, db=db, clock=clock or Clock())
+        await ctx.load()
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS_MAX),
+            timeout=aiohttp.ClientTimeout(total=config.central_timeout_s),
+        )
+        app[SESSION_KEY] = session
+        app[CTX_KEY] = ctx
+        app[OPS_KEY] = Operations(ctx)
+        app[VERIFY_KEY] = Verifications(ctx, make_provider(config.provider, session))
+        tasks = [asyncio.create_task(_high_water_loop(ctx), name="high-water")]
+        if config_path is not None:
+            from agent.reload import watch_config
+
+            tasks.append(asyncio.create_task(watch_config(app, config_path), name="config-watch"))
+        await ctx.record_high_water()
+        log.info(
+            "store %s agent ready on %s:%s", config.store_id, config.listen_host, config.listen_port
+        )
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await session.close()
+            await db.close()
+
+    app.cleanup_ctx.append(resources)
+    return app
+
+
+async def _high_water_loop(ctx: AgentContext) -> None:
+    while True:
+        await asyncio.sleep(HIGH_WATER_INTERVAL_S)
+        try:
+            await ctx.record_high_water()
+        except Exception:
+            log.exception("could not record the wall clock's high-water mark")

@@ -1,0 +1,170 @@
+"""What every operation of the agent needs: the database, configuration, clocks, the program's
+settings as last synced, and the redemption rule (fresh sync, offline caps)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from agent import store
+from agent.clock import Clock
+from agent.config import AgentConfig
+from agent.db import Database
+from agent.freshness import SyncMark, is_fresh, sync_age_s
+from agent.models import Refusal
+from shared.errors import MESSAGES_RU, BonusError, ErrorCode
+from shared.lots import local_date
+from shared.settings import ProgramSettings
+
+#: A quick sync round the agent may try before refusing a redemption for staleness.
+QuickRound = Callable[[float], Awaitable[bool]]
+
+
+def request_hash(body: dict[str, Any]) -> str:
+    """The fingerprint of a validated request, to tell a retry from a different request."""
+    return hashlib.sha256(store.dumps(body).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class Freshness:
+    """The sync state that decides redemption, as read from the meta table."""
+
+    mark: SyncMark | None
+    wall_high_water: datetime | None
+
+
+@dataclass
+class AgentContext:
+    """The agent's resources and cached state, shared by the operations."""
+
+    config: AgentConfig
+    db: Database
+    clock: Clock
+    settings: ProgramSettings = field(default_factory=ProgramSettings)
+    phone_key: bytes = b""
+    freshness: Freshness = field(default_factory=lambda: Freshness(None, None))
+    quick_round: QuickRound | None = None
+    online: bool = False
+    #: Phones seen in this process (card → 10 digits), to send codes without storing numbers.
+    phones: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    async def load(self) -> None:
+        """Read the settings, the phone key and the sync state from the database."""
+        conn = self.db.reader
+        settings = await store.get_meta(conn, "settings")
+        if settings is not None:
+            self.settings = ProgramSettings.model_validate(settings)
+        key = await store.get_meta(conn, "phone_key")
+        if key is None:
+            key = secrets.token_hex(32)
+            async with self.db.write() as wconn:
+                await store.set_meta(wconn, "phone_key", key)
+        self.phone_key = bytes.fromhex(key)
+        mark = await store.get_meta(conn, "sync_mark")
+        high_water = await store.get_meta(conn, "wall_high_water")
+        self.freshness = Freshness(
+            SyncMark.from_json(mark) if mark else None,
+            datetime.fromisoformat(high_water) if high_water else None,
+        )
+
+    async def record_high_water(self) -> None:
+        """Remember the latest wall time seen, so a clock set back after a reboot is noticed."""
+        now = self.clock.now()
+        if self.freshness.wall_high_water is None or now > self.freshness.wall_high_water:
+            async with self.db.write() as conn:
+                await store.set_meta(conn, "wall_high_water", now.isoformat())
+            self.freshness.wall_high_water = now
+
+    async def record_sync(self, central_at: datetime) -> None:
+        """A complete sync (write checkpoint reached): store its moment durably."""
+        mark = SyncMark(
+            central_at=central_at,
+            wall_at=self.clock.now(),
+            boot_id=self.clock.boot_id,
+            monotonic_s=self.clock.monotonic_s(),
+        )
+        async with self.db.write() as conn:
+            await store.set_meta(conn, "sync_mark", mark.to_json())
+        self.freshness.mark = mark
+
+    async def pending_ops(self) -> int:
+        """Operations recorded here that the central server has not acknowledged yet."""
+        conn = self.db.reader
+        acked = int(await store.get_meta(conn, "acked_seq") or 0)
+        return await store.last_seq(conn) - acked
+
+    def hash_phone(self, phone10: str) -> str:
+        """The keyed hash under which the replica finds a phone's card."""
+        return hmac.new(self.phone_key, phone10.encode("ascii"), hashlib.sha256).hexdigest()
+
+    def today(self) -> date:
+        """Today in the program's time zone."""
+        return local_date(self.clock.now(), self.settings.zone)
+
+    def sync_age_s(self) -> float | None:
+        """Seconds since the last complete sync; None when unknown (treated as stale)."""
+        return sync_age_s(
+            self.freshness.mark,
+            boot_id=self.clock.boot_id,
+            monotonic_s=self.clock.monotonic_s(),
+            wall_now=self.clock.now(),
+            wall_high_water=self.freshness.wall_high_water,
+        )
+
+    def last_sync_at(self) -> datetime | None:
+        """When the last complete sync happened, by the central server's clock."""
+        return self.freshness.mark.central_at if self.freshness.mark else None
+
+    def redemption_fresh(self) -> bool:
+        """Whether the last complete sync is recent enough to redeem."""
+        return is_fresh(self.sync_age_s(), self.settings.sync_staleness_max_s)
+
+    def redemption_refusal(self) -> BonusError | None:
+        """Why redemption is refused right now, or None when it is allowed."""
+        if self.redemption_fresh():
+            return None
+        age = self.sync_age_s()
+        return BonusError(
+            ErrorCode.REDEMPTION_STALE_SYNC,
+            reason="never_synced" if self.freshness.mark is None else "sync_stale",
+            sync_age_s=None if age is None else round(age, 1),
+            sync_age_max_s=self.settings.sync_staleness_max_s,
+        )
+
+    async def require_fresh(self) -> None:
+        """Allow a redemption only on a fresh sync, after one quick round if it is stale."""
+        if self.redemption_fresh():
+            return
+        if self.quick_round is not None:
+            await self.quick_round(self.config.sync_quick_round_timeout_s)
+            if self.redemption_fresh():
+                return
+        refusal = self.redemption_refusal()
+        assert refusal is not None
+        raise refusal
+
+    def remember_phone(self, card: str, phone10: str) -> None:
+        """Keep a phone in memory for an hour, to send a code for this card."""
+        now = self.clock.monotonic_s()
+        if len(self.phones) > 10_000:
+            self.phones = {k: v for k, v in self.phones.items() if now - v[1] < 3600}
+        self.phones[card] = (phone10, now)
+
+    def known_phone(self, card: str) -> str | None:
+        """A phone seen for this card within the last hour."""
+        entry = self.phones.get(card)
+        if entry is None or self.clock.monotonic_s() - entry[1] > 3600:
+            return None
+        return entry[0]
+
+
+def refusal_body(error: BonusError | None) -> Refusal | None:
+    """A refusal as the ``redemption_refusal`` field of an answer."""
+    if error is None:
+        return None
+    return Refusal(code=str(error.code), message=MESSAGES_RU[error.code])

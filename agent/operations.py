@@ -1,0 +1,681 @@
+"""The till's operations: lookup, calculate, sale, return, holds, registration, transactions.
+
+Each mutating operation checks its idempotency key, computes with the pure core, and records
+its journal entry, its effects and the answer to the till in one write transaction; a retry
+returns the recorded answer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import aiosqlite
+from pydantic import BaseModel
+from uuid6 import uuid7
+
+from agent import store
+from agent.context import AgentContext, refusal_body, request_hash
+from agent.models import (
+    BalanceOut,
+    CalculateRequest,
+    CalculateResponse,
+    CardOut,
+    ExpiringOut,
+    HoldRequest,
+    HoldResponse,
+    LineIn,
+    LineOut,
+    LookupRequest,
+    LookupResponse,
+    RegisterRequest,
+    RegisterResponse,
+    ReturnLineOut,
+    ReturnRequest,
+    ReturnResponse,
+    SaleRequest,
+    SaleResponse,
+    TransactionOut,
+    TransactionsResponse,
+)
+from shared.cards import CardNumberError, new_virtual_card_number, normalize_card_number
+from shared.codec import allocations_from_json, allocations_to_json
+from shared.errors import BonusError, ErrorCode
+from shared.lots import (
+    Allocation,
+    Balance,
+    Hold,
+    InsufficientPoints,
+    Lot,
+    LotSource,
+    Wallet,
+    balance,
+    consume,
+    credit,
+    drop_hold,
+    give_back,
+    place_hold,
+    purchase_expiry,
+    take_from_lot,
+)
+from shared.phones import PhoneError, normalize_phone, phone_last4
+from shared.receipts import Line, ReceiptResult, calculate
+from shared.returns import ReturnExceedsSale, SoldLine, plan_return, refund_allocations
+
+log = logging.getLogger(__name__)
+
+TRANSACTIONS_LIMIT = 50
+
+
+def new_op_id() -> str:
+    """A time-sortable operation id (UUIDv7)."""
+    return str(uuid7())
+
+
+def _balance_out(b: Balance) -> BalanceOut:
+    return BalanceOut(
+        available=b.available_kop,
+        non_expiring=b.non_expiring_kop,
+        expiring=[ExpiringOut(date=day, amount=amount) for day, amount in b.expiring],
+        held=b.held_kop,
+        debt=b.debt_kop,
+        pending=b.pending_kop,
+    )
+
+
+def _card_out(card: store.CardRow) -> CardOut:
+    return CardOut(
+        number=card.number,
+        status="blocked" if card.status == "blocked" else "active",
+        phone_last4=card.phone_last4,
+        verified=card.verified,
+    )
+
+
+def _lines(lines: list[LineIn]) -> list[Line]:
+    return [
+        Line(line.line_id, line.sku, line.qty, line.amount, line.vital, line.category)
+        for line in lines
+    ]
+
+
+def _line_outs(result: ReceiptResult) -> list[LineOut]:
+    return [
+        LineOut(
+            line_id=line.line_id,
+            accrued=line.accrued_kop,
+            redeemed=line.redeemed_kop,
+            max_redeem=line.max_redeem_kop,
+        )
+        for line in result.lines
+    ]
+
+
+def _dump(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json")
+
+
+def parse_card_ref(raw: str) -> str:
+    try:
+        return normalize_card_number(raw)
+    except CardNumberError as exc:
+        raise BonusError(ErrorCode.CARD_NOT_FOUND, reason=str(exc)) from exc
+
+
+def parse_phone(raw: str) -> str:
+    try:
+        return normalize_phone(raw)
+    except PhoneError as exc:
+        raise BonusError(ErrorCode.PHONE_INVALID, reason=str(exc)) from exc
+
+
+class Operations:
+    """The agent's operations over its context."""
+
+    def __init__(self, ctx: AgentContext) -> None:
+        self.ctx = ctx
+
+    # --- reading ------------------------------------------------------------------------------
+
+    async def _card(self, conn: aiosqlite.Connection, raw: str) -> store.CardRow:
+        card = await store.find_card(conn, parse_card_ref(raw))
+        if card is None:
+            raise BonusError(ErrorCode.CARD_NOT_FOUND)
+        if card.status == "blocked":
+            raise BonusError(ErrorCode.CARD_BLOCKED)
+        return card
+
+    def balance_of(self, wallet: Wallet) -> Balance:
+        """A wallet's balance today."""
+        return balance(wallet, self.ctx.today(), self.ctx.clock.now())
+
+    async def lookup(self, request: LookupRequest) -> LookupResponse:
+        """Find a valid card by phone, number or barcode."""
+        conn = self.ctx.db.reader
+        if request.phone is not None:
+            phone10 = parse_phone(request.phone)
+            card = await store.find_card_by_phone(conn, self.ctx.hash_phone(phone10))
+            if card is None:
+                raise BonusError(ErrorCode.CARD_NOT_FOUND)
+            if card.status == "blocked":
+                raise BonusError(ErrorCode.CARD_BLOCKED)
+            self.ctx.remember_phone(card.number, phone10)
+        else:
+            assert request.card is not None
+            card = await self._card(conn, request.card)
+        refusal = self.ctx.redemption_refusal()
+        return LookupResponse(
+            card=_card_out(card),
+            balance=_balance_out(self.balance_of(card.wallet)),
+            redemption_allowed=refusal is None,
+            redemption_refusal=refusal_body(refusal),
+        )
+
+    async def calculate(self, request: CalculateRequest) -> CalculateResponse:
+        """What a receipt would accrue and could redeem; no side effects."""
+        card = await self._card(self.ctx.db.reader, request.card)
+        current = self.balance_of(card.wallet)
+        refusal = self.ctx.redemption_refusal()
+        available = current.available_kop if refusal is None else 0
+        result = calculate(_lines(request.lines), self.ctx.settings, available, request.redeem or 0)
+        return CalculateResponse(
+            accrued=result.accrued_kop,
+            max_redeem=result.max_redeem_kop,
+            redeem=result.redeemed_kop,
+            lines=_line_outs(result),
+            balance=_balance_out(current),
+            redemption_allowed=refusal is None,
+            redemption_refusal=refusal_body(refusal),
+            verification_required=self.ctx.settings.redemption_confirmation == "code",
+        )
+
+    async def transactions(self, raw_card: str) -> TransactionsResponse:
+        """The card's recent operations at this store, newest first."""
+        conn = self.ctx.db.reader
+        card = await self._card(conn, raw_card)
+        acked = int(await store.get_meta(conn, "acked_seq") or 0)
+        out = []
+        for entry in await store.card_entries(conn, card.number, TRANSACTIONS_LIMIT):
+            effect = entry.payload.get("effect", {})
+            out.append(
+                TransactionOut(
+                    operation_id=entry.op_id,
+                    kind=entry.kind,
+                    at=entry.created_at,
+                    amount=int(effect.get("delta", 0)),
+                    accrued=int(effect.get("accrued", 0)),
+                    redeemed=int(effect.get("redeemed", 0)),
+                    receipt_id=entry.payload.get("receipt_id"),
+                    synced=entry.seq <= acked,
+                )
+            )
+        return TransactionsResponse(card=card.number, transactions=out)
+
+    # --- idempotency --------------------------------------------------------------------------
+
+    @staticmethod
+    async def _replay(
+        conn: aiosqlite.Connection, kind: str, key: str, fingerprint: str
+    ) -> dict[str, Any] | None:
+        entry = await store.find_entry(conn, kind, key)
+        if entry is None:
+            return None
+        if entry.request_hash != fingerprint:
+            raise BonusError(ErrorCode.IDEMPOTENCY_CONFLICT, kind=kind, key=key)
+        return entry.response
+
+    # --- sale ---------------------------------------------------------------------------------
+
+    async def sale(self, request: SaleRequest) -> dict[str, Any]:
+        """Commit a sale: accrual and redemption, atomic and idempotent on the receipt id."""
+        body = request.model_dump(mode="json")
+        fingerprint = request_hash(body)
+        replayed = await self._replay(self.ctx.db.reader, "sale", request.receipt_id, fingerprint)
+        if replayed is not None:
+            return replayed
+        if request.redeem > 0:
+            await self.ctx.require_fresh()
+        needs_code = self.ctx.settings.redemption_confirmation == "code"
+        if request.redeem > 0 and needs_code and request.verification_id is None:
+            raise BonusError(ErrorCode.VERIFICATION_REQUIRED)
+        async with self.ctx.db.write() as conn:
+            replayed = await self._replay(conn, "sale", request.receipt_id, fingerprint)
+            if replayed is not None:
+                return replayed
+            return await self._commit_sale(conn, request, fingerprint)
+
+    async def _commit_sale(
+        self, conn: aiosqlite.Connection, request: SaleRequest, fingerprint: str
+    ) -> dict[str, Any]:
+        ctx = self.ctx
+        card = await self._card(conn, request.card)
+        now = ctx.clock.now()
+        today = ctx.today()
+        wallet = card.wallet
+        if request.hold_id is not None:
+            wallet = await self._take_hold(conn, request.hold_id, card.number, now)
+        if request.redeem > 0 and ctx.settings.redemption_confirmation == "code":
+            assert request.verification_id is not None
+            await self._use_verification(conn, request.verification_id, card.number)
+        current = balance(wallet, today, now)
+        lines = _lines(request.lines)
+        result = calculate(lines, ctx.settings, current.available_kop, request.redeem)
+        if request.redeem > 0 and result.redeemed_kop != request.redeem:
+            if request.redeem > current.available_kop:
+                raise BonusError(
+                    ErrorCode.INSUFFICIENT_BALANCE,
+                    available=str(current.available_kop / 100),
+                )
+            raise BonusError(
+                ErrorCode.REDEMPTION_EXCEEDS_MAX, max_redeem=f"{result.max_redeem_kop / 100:.2f}"
+            )
+        op_id = new_op_id()
+        wallet, allocations = consume(wallet, result.redeemed_kop, today)
+        accrual_lot_id: str | None = None
+        debt_paid = 0
+        if result.accrued_kop > 0:
+            accrual_lot_id = f"{op_id}:a"
+            delay = ctx.settings.accrual_activation_delay_days
+            lot = Lot(
+                lot_id=accrual_lot_id,
+                amount_kop=result.accrued_kop,
+                remaining_kop=result.accrued_kop,
+                created_on=today,
+                expires_on=purchase_expiry(today, ctx.settings.accrual_lifetime_months),
+                active_from=today + timedelta(days=delay) if delay else None,
+                source=LotSource.PURCHASE,
+                source_ref=request.receipt_id,
+            )
+            wallet, debt_paid = credit(wallet, lot)
+        response = SaleResponse(
+            receipt_id=request.receipt_id,
+            operation_id=op_id,
+            accrued=result.accrued_kop,
+            redeemed=result.redeemed_kop,
+            lines=_line_outs(result),
+            balance=_balance_out(balance(wallet, today, now)),
+        )
+        sold = [
+            {
+                "line_id": line.line_id,
+                "sku": line.sku,
+                "qty": str(line.qty),
+                "amount": line.amount,
+                "vital": line.vital,
+                "accrued": part.accrued_kop,
+                "redeemed": part.redeemed_kop,
+            }
+            for line, part in zip(request.lines, result.lines, strict=True)
+        ]
+        payload = {
+            "card": card.number,
+            "receipt_id": request.receipt_id,
+            "day": today.isoformat(),
+            "lines": sold,
+            "hold_id": request.hold_id,
+            "cashier": request.cashier,
+            "settings_version": ctx.settings.version,
+            "accrual_lot": accrual_lot_id,
+            "accrual_expires_on": _iso(ctx, "expires", today),
+            "accrual_active_from": _iso(ctx, "active", today),
+            "effect": {
+                "accrued": result.accrued_kop,
+                "redeemed": result.redeemed_kop,
+                "delta": result.accrued_kop - result.redeemed_kop,
+                "debt_paid": debt_paid,
+            },
+        }
+        seq = await store.append_entry(
+            conn,
+            op_id=op_id,
+            kind="sale",
+            idem_key=request.receipt_id,
+            card=card.number,
+            request_hash=fingerprint,
+            payload=payload,
+            response=_dump(response),
+            created_at=now,
+        )
+        await store.save_wallet(conn, card.number, wallet)
+        await store.insert_receipt(
+            conn,
+            store.ReceiptRow(
+                receipt_id=request.receipt_id,
+                card=card.number,
+                seq=seq,
+                lines=sold,
+                allocations=allocations_to_json(allocations),
+                accrual_lot=accrual_lot_id,
+                returned={},
+                refunded_kop=0,
+            ),
+        )
+        if request.hold_id is not None:
+            await store.set_hold_state(conn, request.hold_id, "consumed")
+        if request.verification_id is not None and request.redeem > 0:
+            await store.update_verification(conn, request.verification_id, used_by=op_id)
+        return _dump(response)
+
+    async def _take_hold(
+        self, conn: aiosqlite.Connection, hold_id: str, card: str, now: datetime
+    ) -> Wallet:
+        hold = await store.find_hold(conn, hold_id)
+        if hold is None or hold.card != card:
+            raise BonusError(ErrorCode.HOLD_NOT_FOUND)
+        if hold.state != "active":
+            raise BonusError(ErrorCode.HOLD_RESOLVED, state=hold.state)
+        if hold.expires_at <= now:
+            raise BonusError(ErrorCode.HOLD_EXPIRED)
+        found = await store.find_card(conn, card)
+        assert found is not None
+        return drop_hold(found.wallet, hold_id)
+
+    async def _use_verification(
+        self, conn: aiosqlite.Connection, verification_id: str, card: str
+    ) -> None:
+        verification = await store.find_verification(conn, verification_id)
+        if (
+            verification is None
+            or verification.card != card
+            or verification.purpose != "redemption"
+        ):
+            raise BonusError(ErrorCode.VERIFICATION_REQUIRED, reason="no such confirmation")
+        if verification.confirmed_at is None:
+            raise BonusError(ErrorCode.VERIFICATION_REQUIRED, reason="code not confirmed")
+        if verification.used_by is not None:
+            raise BonusError(ErrorCode.VERIFICATION_REQUIRED, reason="code already used")
+        if verification.expires_at <= self.ctx.clock.now():
+            raise BonusError(ErrorCode.VERIFICATION_EXPIRED)
+
+    # --- return -------------------------------------------------------------------------------
+
+    async def return_(self, request: ReturnRequest) -> dict[str, Any]:
+        """Reverse a receipt's accrual and refund its redemption, wholly or in part."""
+        fingerprint = request_hash(request.model_dump(mode="json"))
+        replayed = await self._replay(self.ctx.db.reader, "return", request.return_id, fingerprint)
+        if replayed is not None:
+            return replayed
+        async with self.ctx.db.write() as conn:
+            replayed = await self._replay(conn, "return", request.return_id, fingerprint)
+            if replayed is not None:
+                return replayed
+            return await self._commit_return(conn, request, fingerprint)
+
+    async def _commit_return(
+        self, conn: aiosqlite.Connection, request: ReturnRequest, fingerprint: str
+    ) -> dict[str, Any]:
+        ctx = self.ctx
+        receipt = await store.find_receipt(conn, request.receipt_id)
+        if receipt is None:
+            raise BonusError(ErrorCode.RECEIPT_NOT_FOUND)
+        found = await store.find_card(conn, receipt.card)
+        assert found is not None, "a receipt's card is in the replica"
+        sold = [
+            SoldLine(line["line_id"], Decimal(line["qty"]), line["accrued"], line["redeemed"])
+            for line in receipt.lines
+        ]
+        before = {line_id: Decimal(qty) for line_id, qty in receipt.returned.items()}
+        requested = (
+            None if request.lines is None else {line.line_id: line.qty for line in request.lines}
+        )
+        try:
+            plan = plan_return(sold, before, requested)
+        except ReturnExceedsSale as exc:
+            raise BonusError(ErrorCode.RETURN_EXCEEDS_SALE, reason=str(exc)) from exc
+        now = ctx.clock.now()
+        today = ctx.today()
+        wallet = found.wallet
+        debt_added = 0
+        if plan.accrual_reversed_kop:
+            assert receipt.accrual_lot is not None
+            try:
+                wallet, _taken, debt_added = take_from_lot(
+                    wallet, receipt.accrual_lot, plan.accrual_reversed_kop
+                )
+            except KeyError:
+                # The lot is no longer in the replica: everything it held is long spent.
+                debt_added = plan.accrual_reversed_kop
+                wallet = replace(wallet, debt_kop=wallet.debt_kop + debt_added)
+        refund = refund_allocations(
+            [(a.lot_id, a.amount_kop) for a in allocations_from_json(receipt.allocations)],
+            receipt.refunded_kop,
+            plan.redemption_refunded_kop,
+        )
+        wallet, given, burned = give_back(
+            wallet, [Allocation(lot_id, amount) for lot_id, amount in refund], today
+        )
+        op_id = new_op_id()
+        response = ReturnResponse(
+            return_id=request.return_id,
+            receipt_id=request.receipt_id,
+            operation_id=op_id,
+            accrual_reversed=plan.accrual_reversed_kop,
+            redemption_refunded=plan.redemption_refunded_kop,
+            debt_added=debt_added,
+            lines=[
+                ReturnLineOut(
+                    line_id=line.line_id,
+                    qty=line.qty,
+                    accrual_reversed=line.accrual_reversed_kop,
+                    redemption_refunded=line.redemption_refunded_kop,
+                )
+                for line in plan.lines
+            ],
+            balance=_balance_out(balance(wallet, today, now)),
+        )
+        payload = {
+            "card": receipt.card,
+            "receipt_id": request.receipt_id,
+            "return_id": request.return_id,
+            "day": today.isoformat(),
+            "lines": [{"line_id": line.line_id, "qty": str(line.qty)} for line in plan.lines],
+            "effect": {
+                "accrual_reversed": plan.accrual_reversed_kop,
+                "redemption_refunded": plan.redemption_refunded_kop,
+                "delta": plan.redemption_refunded_kop - plan.accrual_reversed_kop,
+                "debt_added": debt_added,
+                "burned": burned,
+                "refund_lots": allocations_to_json(given),
+            },
+        }
+        await store.append_entry(
+            conn,
+            op_id=op_id,
+            kind="return",
+            idem_key=request.return_id,
+            card=receipt.card,
+            request_hash=fingerprint,
+            payload=payload,
+            response=_dump(response),
+            created_at=now,
+        )
+        await store.save_wallet(conn, receipt.card, wallet)
+        returned = {k: str(v) for k, v in before.items()}
+        for line in plan.lines:
+            returned[line.line_id] = str(before.get(line.line_id, Decimal(0)) + line.qty)
+        await store.update_receipt_returns(
+            conn, request.receipt_id, returned, receipt.refunded_kop + plan.redemption_refunded_kop
+        )
+        return _dump(response)
+
+    # --- holds --------------------------------------------------------------------------------
+
+    async def hold(self, request: HoldRequest) -> dict[str, Any]:
+        """Set points aside for an order, idempotent on the hold id."""
+        fingerprint = request_hash(request.model_dump(mode="json"))
+        replayed = await self._replay(self.ctx.db.reader, "hold", request.hold_id, fingerprint)
+        if replayed is not None:
+            return replayed
+        if request.amount <= 0:
+            raise BonusError(ErrorCode.VALIDATION_ERROR, field="amount", reason="must be positive")
+        if request.ttl_s > self.ctx.settings.hold_ttl_max_s:
+            raise BonusError(
+                ErrorCode.VALIDATION_ERROR, field="ttl_s", max=self.ctx.settings.hold_ttl_max_s
+            )
+        await self.ctx.require_fresh()
+        async with self.ctx.db.write() as conn:
+            replayed = await self._replay(conn, "hold", request.hold_id, fingerprint)
+            if replayed is not None:
+                return replayed
+            card = await self._card(conn, request.card)
+            if self.ctx.settings.redemption_confirmation == "code":
+                if request.verification_id is None:
+                    raise BonusError(ErrorCode.VERIFICATION_REQUIRED)
+                await self._use_verification(conn, request.verification_id, card.number)
+            now = self.ctx.clock.now()
+            today = self.ctx.today()
+            expires_at = now + timedelta(seconds=request.ttl_s)
+            try:
+                wallet = place_hold(
+                    card.wallet, Hold(request.hold_id, request.amount, expires_at), today, now
+                )
+            except InsufficientPoints as exc:
+                raise BonusError(
+                    ErrorCode.INSUFFICIENT_BALANCE,
+                    available=f"{self.balance_of(card.wallet).available_kop / 100:.2f}",
+                ) from exc
+            op_id = new_op_id()
+            response = HoldResponse(
+                hold_id=request.hold_id,
+                card=card.number,
+                amount=request.amount,
+                expires_at=expires_at,
+                state="active",
+                balance=_balance_out(balance(wallet, today, now)),
+            )
+            seq = await store.append_entry(
+                conn,
+                op_id=op_id,
+                kind="hold",
+                idem_key=request.hold_id,
+                card=card.number,
+                request_hash=fingerprint,
+                payload={
+                    "card": card.number,
+                    "hold_id": request.hold_id,
+                    "amount": request.amount,
+                    "expires_at": expires_at.isoformat(),
+                    "effect": {"held": request.amount},
+                },
+                response=_dump(response),
+                created_at=now,
+            )
+            await store.save_wallet(conn, card.number, wallet)
+            await store.insert_hold(
+                conn,
+                store.HoldRow(
+                    request.hold_id, card.number, request.amount, expires_at, "active", seq
+                ),
+            )
+            if request.verification_id is not None:
+                await store.update_verification(conn, request.verification_id, used_by=op_id)
+            return _dump(response)
+
+    async def release_hold(self, hold_id: str) -> dict[str, Any]:
+        """Release a hold early; releasing it again answers the same."""
+        async with self.ctx.db.write() as conn:
+            hold = await store.find_hold(conn, hold_id)
+            if hold is None:
+                raise BonusError(ErrorCode.HOLD_NOT_FOUND)
+            if hold.state == "consumed":
+                raise BonusError(ErrorCode.HOLD_RESOLVED, state=hold.state)
+            found = await store.find_card(conn, hold.card)
+            assert found is not None
+            now = self.ctx.clock.now()
+            wallet = drop_hold(found.wallet, hold_id)
+            state = hold.state
+            if state == "active":
+                state = "released" if hold.expires_at > now else "expired"
+                await store.append_entry(
+                    conn,
+                    op_id=new_op_id(),
+                    kind="hold_release",
+                    idem_key=hold_id,
+                    card=hold.card,
+                    request_hash="",
+                    payload={"card": hold.card, "hold_id": hold_id, "state": state, "effect": {}},
+                    response={},
+                    created_at=now,
+                )
+                await store.set_hold_state(conn, hold_id, state)
+                await store.save_wallet(conn, hold.card, wallet)
+            response = HoldResponse(
+                hold_id=hold_id,
+                card=hold.card,
+                amount=hold.amount_kop,
+                expires_at=hold.expires_at,
+                state=state,
+                balance=_balance_out(balance(wallet, self.ctx.today(), now)),
+            )
+            return _dump(response)
+
+    # --- registration -------------------------------------------------------------------------
+
+    async def register(self, request: RegisterRequest) -> tuple[RegisterResponse, bool]:
+        """Register a customer; a known phone returns its existing card.
+
+        Returns the answer and whether a new card was created.
+        """
+        phone10 = parse_phone(request.phone)
+        if not request.consents.personal_data:
+            raise BonusError(ErrorCode.CONSENT_REQUIRED)
+        phone_hash = self.ctx.hash_phone(phone10)
+        physical = parse_card_ref(request.card) if request.card is not None else None
+        async with self.ctx.db.write() as conn:
+            existing = await store.find_card_by_phone(conn, phone_hash)
+            if existing is not None:
+                self.ctx.remember_phone(existing.number, phone10)
+                return self._registered(existing, created=False), False
+            if physical is not None:
+                if await store.find_card(conn, physical) is not None:
+                    raise BonusError(ErrorCode.CARD_EXISTS)
+                number = physical
+            else:
+                number = new_virtual_card_number()
+                while await store.find_card(conn, number) is not None:
+                    number = new_virtual_card_number()
+            await store.insert_card(conn, number, phone_hash, phone_last4(phone10))
+            now = self.ctx.clock.now()
+            payload = {
+                "card": number,
+                "phone": phone10,
+                "virtual": physical is None,
+                "profile": request.profile.model_dump(mode="json") if request.profile else None,
+                "consents": request.consents.model_dump(mode="json"),
+                "effect": {},
+            }
+            card = await store.find_card(conn, number)
+            assert card is not None
+            response = self._registered(card, created=True)
+            await store.append_entry(
+                conn,
+                op_id=new_op_id(),
+                kind="register",
+                idem_key=number,
+                card=number,
+                request_hash=request_hash(payload),
+                payload=payload,
+                response=_dump(response),
+                created_at=now,
+            )
+        self.ctx.remember_phone(number, phone10)
+        return response, True
+
+    def _registered(self, card: store.CardRow, *, created: bool) -> RegisterResponse:
+        return RegisterResponse(
+            card=_card_out(card),
+            balance=_balance_out(self.balance_of(card.wallet)),
+            created=created,
+            verification=None,
+        )
+
+
+def _iso(ctx: AgentContext, which: str, today: Any) -> str | None:
+    if which == "expires":
+        expires = purchase_expiry(today, ctx.settings.accrual_lifetime_months)
+        return expires.isoformat() if expires else None
+    delay = ctx.settings.accrual_activation_delay_days
+    return (today + timedelta(days=delay)).isoformat() if delay else None

@@ -1,0 +1,478 @@
+"""All of the agent's SQL: small functions over a connection, rows mapped to plain values."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiosqlite
+
+from shared.codec import wallet_from_json, wallet_to_json
+from shared.lots import Wallet
+
+
+def dumps(value: Any) -> str:
+    """Compact, canonical JSON as stored in the journal."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+
+# --- meta -------------------------------------------------------------------------------------
+
+
+async def get_meta(conn: aiosqlite.Connection, key: str) -> Any:
+    """A value of the meta table (JSON), or None."""
+    async with conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+async def set_meta(conn: aiosqlite.Connection, key: str, value: Any) -> None:
+    """Set a value of the meta table (JSON)."""
+    await conn.execute(
+        "INSERT INTO meta (key, value) VALUES (?, ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (key, dumps(value)),
+    )
+
+
+# --- cards ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CardRow:
+    """A card of the replica with its working wallet."""
+
+    number: str
+    barcode: str | None
+    status: str
+    phone_hash: str | None
+    phone_last4: str | None
+    verified: bool
+    wallet: Wallet
+
+
+_CARD_COLUMNS = "number, barcode, status, phone_hash, phone_last4, verified, wallet"
+
+
+def _card(row: Any) -> CardRow:
+    return CardRow(
+        number=row[0],
+        barcode=row[1],
+        status=row[2],
+        phone_hash=row[3],
+        phone_last4=row[4],
+        verified=bool(row[5]),
+        wallet=wallet_from_json(json.loads(row[6])),
+    )
+
+
+async def find_card(conn: aiosqlite.Connection, number_or_barcode: str) -> CardRow | None:
+    """A card by its number or its barcode."""
+    async with conn.execute(
+        f"SELECT {_CARD_COLUMNS} FROM cards WHERE number = ? "
+        f"UNION ALL SELECT {_CARD_COLUMNS} FROM cards WHERE barcode = ? LIMIT 1",
+        (number_or_barcode, number_or_barcode),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else _card(row)
+
+
+async def find_card_by_phone(conn: aiosqlite.Connection, phone_hash: str) -> CardRow | None:
+    """The card of a phone (its keyed hash); active cards first."""
+    async with conn.execute(
+        f"SELECT {_CARD_COLUMNS} FROM cards WHERE phone_hash = ? "
+        "ORDER BY status = 'active' DESC, number LIMIT 1",
+        (phone_hash,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else _card(row)
+
+
+async def insert_card(
+    conn: aiosqlite.Connection,
+    number: str,
+    phone_hash: str,
+    phone_last4: str,
+    *,
+    barcode: str | None = None,
+) -> None:
+    """A card registered at this store, before the central server knows it."""
+    await conn.execute(
+        "INSERT INTO cards (number, barcode, phone_hash, phone_last4) VALUES (?, ?, ?, ?)",
+        (number, barcode, phone_hash, phone_last4),
+    )
+
+
+async def save_wallet(conn: aiosqlite.Connection, number: str, wallet: Wallet) -> None:
+    """Store a card's working wallet."""
+    await conn.execute(
+        "UPDATE cards SET wallet = ? WHERE number = ?", (dumps(wallet_to_json(wallet)), number)
+    )
+
+
+async def set_verified(conn: aiosqlite.Connection, number: str) -> None:
+    """Mark a card's phone as confirmed by a code."""
+    await conn.execute("UPDATE cards SET verified = 1 WHERE number = ?", (number,))
+
+
+async def count_cards(conn: aiosqlite.Connection) -> int:
+    """How many cards the replica holds."""
+    async with conn.execute("SELECT count(*) FROM cards") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --- journal ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One operation of this store."""
+
+    seq: int
+    op_id: str
+    kind: str
+    idem_key: str
+    card: str
+    request_hash: str
+    payload: dict[str, Any]
+    response: dict[str, Any]
+    status: int
+    created_at: datetime
+
+
+_JOURNAL_COLUMNS = (
+    "seq, op_id, kind, idem_key, card, request_hash, payload, response, status, created_at"
+)
+
+
+def _entry(row: Any) -> JournalEntry:
+    entry = JournalEntry(
+        seq=row[0],
+        op_id=row[1],
+        kind=row[2],
+        idem_key=row[3],
+        card=row[4],
+        request_hash=row[5],
+        payload=json.loads(row[6]),
+        response=json.loads(row[7]),
+        status=row[8],
+        created_at=datetime.fromisoformat(row[9]),
+    )
+    # Check a record after reading it back: a journal entry always belongs to its card.
+    assert entry.payload.get("card") == entry.card, f"journal entry {entry.seq} is inconsistent"
+    return entry
+
+
+async def find_entry(conn: aiosqlite.Connection, kind: str, idem_key: str) -> JournalEntry | None:
+    """The operation of this kind recorded under this idempotency key."""
+    async with conn.execute(
+        f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE kind = ? AND idem_key = ?", (kind, idem_key)
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else _entry(row)
+
+
+async def append_entry(
+    conn: aiosqlite.Connection,
+    *,
+    op_id: str,
+    kind: str,
+    idem_key: str,
+    card: str,
+    request_hash: str,
+    payload: dict[str, Any],
+    response: dict[str, Any],
+    created_at: datetime,
+    status: int = 200,
+) -> int:
+    """Record an operation and return its per-store sequence number (in the caller's
+    transaction, so the number and the effects commit together)."""
+    assert payload.get("card") == card, "a journal entry names its card in the payload"
+    async with conn.execute(
+        "INSERT INTO journal (op_id, kind, idem_key, card, request_hash, payload, response, "
+        "status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+        (
+            op_id,
+            kind,
+            idem_key,
+            card,
+            request_hash,
+            dumps(payload),
+            dumps(response),
+            status,
+            created_at.isoformat(),
+        ),
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def card_entries(conn: aiosqlite.Connection, card: str, limit: int) -> list[JournalEntry]:
+    """A card's operations at this store, newest first."""
+    async with conn.execute(
+        f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE card = ? ORDER BY seq DESC LIMIT ?",
+        (card, limit),
+    ) as cursor:
+        return [_entry(row) for row in await cursor.fetchall()]
+
+
+async def entries_after(conn: aiosqlite.Connection, seq: int, limit: int) -> list[JournalEntry]:
+    """Operations after a sequence number, in order (the upload queue)."""
+    async with conn.execute(
+        f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+    ) as cursor:
+        return [_entry(row) for row in await cursor.fetchall()]
+
+
+async def last_seq(conn: aiosqlite.Connection) -> int:
+    """The highest sequence number recorded (0 for an empty journal)."""
+    async with conn.execute("SELECT coalesce(max(seq), 0) FROM journal") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --- receipts ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRow:
+    """A receipt sold at this store, with what its returns have reversed so far."""
+
+    receipt_id: str
+    card: str
+    seq: int
+    lines: list[dict[str, Any]]
+    allocations: list[list[Any]]
+    accrual_lot: str | None
+    returned: dict[str, str]
+    refunded_kop: int
+
+
+async def find_receipt(conn: aiosqlite.Connection, receipt_id: str) -> ReceiptRow | None:
+    """A receipt sold here."""
+    async with conn.execute(
+        "SELECT receipt_id, card, seq, lines, allocations, accrual_lot, returned, refunded_kop "
+        "FROM receipts WHERE receipt_id = ?",
+        (receipt_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    return ReceiptRow(
+        row[0],
+        row[1],
+        row[2],
+        json.loads(row[3]),
+        json.loads(row[4]),
+        row[5],
+        json.loads(row[6]),
+        row[7],
+    )
+
+
+async def insert_receipt(conn: aiosqlite.Connection, receipt: ReceiptRow) -> None:
+    """Record a receipt sold here."""
+    await conn.execute(
+        "INSERT INTO receipts (receipt_id, card, seq, lines, allocations, accrual_lot, returned, "
+        "refunded_kop) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            receipt.receipt_id,
+            receipt.card,
+            receipt.seq,
+            dumps(receipt.lines),
+            dumps(receipt.allocations),
+            receipt.accrual_lot,
+            dumps(receipt.returned),
+            receipt.refunded_kop,
+        ),
+    )
+
+
+async def update_receipt_returns(
+    conn: aiosqlite.Connection, receipt_id: str, returned: dict[str, str], refunded_kop: int
+) -> None:
+    """Record what the returns of a receipt have reversed so far."""
+    await conn.execute(
+        "UPDATE receipts SET returned = ?, refunded_kop = ? WHERE receipt_id = ?",
+        (dumps(returned), refunded_kop, receipt_id),
+    )
+
+
+# --- holds ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HoldRow:
+    """A hold placed at this store."""
+
+    hold_id: str
+    card: str
+    amount_kop: int
+    expires_at: datetime
+    state: str
+    seq: int
+
+
+async def find_hold(conn: aiosqlite.Connection, hold_id: str) -> HoldRow | None:
+    """A hold by id."""
+    async with conn.execute(
+        "SELECT hold_id, card, amount_kop, expires_at, state, seq FROM holds WHERE hold_id = ?",
+        (hold_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    return HoldRow(row[0], row[1], row[2], datetime.fromisoformat(row[3]), row[4], row[5])
+
+
+async def insert_hold(conn: aiosqlite.Connection, hold: HoldRow) -> None:
+    """Record a new hold."""
+    await conn.execute(
+        "INSERT INTO holds (hold_id, card, amount_kop, expires_at, state, seq) VALUES (?, ?, ?, ?, ?, ?)",
+        (
+            hold.hold_id,
+            hold.card,
+            hold.amount_kop,
+            hold.expires_at.isoformat(),
+            hold.state,
+            hold.seq,
+        ),
+    )
+
+
+async def set_hold_state(conn: aiosqlite.Connection, hold_id: str, state: str) -> None:
+    """Resolve a hold: consumed, released or expired."""
+    await conn.execute("UPDATE holds SET state = ? WHERE hold_id = ?", (state, hold_id))
+
+
+# --- verifications ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationRow:
+    """A confirmation code sent to a customer (only the code's keyed hash is kept)."""
+
+    verification_id: str
+    card: str
+    phone_hash: str
+    purpose: str
+    receipt_id: str | None
+    channel: str
+    code_hash: str
+    created_at: datetime
+    expires_at: datetime
+    attempts_left: int
+    confirmed_at: datetime | None
+    used_by: str | None
+
+
+_VERIFICATION_COLUMNS = (
+    "verification_id, card, phone_hash, purpose, receipt_id, channel, code_hash, created_at, "
+    "expires_at, attempts_left, confirmed_at, used_by"
+)
+
+
+def _verification(row: Any) -> VerificationRow:
+    return VerificationRow(
+        row[0],
+        row[1],
+        row[2],
+        row[3],
+        row[4],
+        row[5],
+        row[6],
+        datetime.fromisoformat(row[7]),
+        datetime.fromisoformat(row[8]),
+        row[9],
+        datetime.fromisoformat(row[10]) if row[10] else None,
+        row[11],
+    )
+
+
+async def find_verification(
+    conn: aiosqlite.Connection, verification_id: str
+) -> VerificationRow | None:
+    """A verification by id."""
+    async with conn.execute(
+        f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE verification_id = ?",
+        (verification_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else _verification(row)
+
+
+async def insert_verification(conn: aiosqlite.Connection, v: VerificationRow) -> None:
+    """Record a code that was sent."""
+    await conn.execute(
+        f"INSERT INTO verifications ({_VERIFICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            v.verification_id,
+            v.card,
+            v.phone_hash,
+            v.purpose,
+            v.receipt_id,
+            v.channel,
+            v.code_hash,
+            v.created_at.isoformat(),
+            v.expires_at.isoformat(),
+            v.attempts_left,
+            v.confirmed_at.isoformat() if v.confirmed_at else None,
+            v.used_by,
+        ),
+    )
+
+
+async def update_verification(
+    conn: aiosqlite.Connection,
+    verification_id: str,
+    *,
+    attempts_left: int | None = None,
+    confirmed_at: datetime | None = None,
+    used_by: str | None = None,
+) -> None:
+    """Record an attempt, a confirmation or the operation that used the code."""
+    if attempts_left is not None:
+        await conn.execute(
+            "UPDATE verifications SET attempts_left = ? WHERE verification_id = ?",
+            (attempts_left, verification_id),
+        )
+    if confirmed_at is not None:
+        await conn.execute(
+            "UPDATE verifications SET confirmed_at = ? WHERE verification_id = ?",
+            (confirmed_at.isoformat(), verification_id),
+        )
+    if used_by is not None:
+        await conn.execute(
+            "UPDATE verifications SET used_by = ? WHERE verification_id = ?",
+            (used_by, verification_id),
+        )
+
+
+async def codes_sent_since(conn: aiosqlite.Connection, phone_hash: str, since: datetime) -> int:
+    """Codes sent to a phone since a moment (the hourly limit)."""
+    async with conn.execute(
+        "SELECT count(*) FROM verifications WHERE phone_hash = ? AND created_at > ?",
+        (phone_hash, since.isoformat()),
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def last_verification(
+    conn: aiosqlite.Connection, card: str, purpose: str
+) -> VerificationRow | None:
+    """The newest verification of a card for a purpose (the resend limit)."""
+    async with conn.execute(
+        f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE card = ? AND purpose = ? "
+        "ORDER BY created_at DESC LIMIT 1",
+        (card, purpose),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else _verification(row)
