@@ -62,8 +62,12 @@ _HTTP_CODES = {
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Render every failure in the error shape; bad input is a 4xx, never a 5xx."""
     try:
-        timeout_s = request.app[CONFIG_KEY].request_timeout_s
-        async with asyncio.timeout(timeout_s):
+        config = request.app[CONFIG_KEY]
+        if request.client_max_size != config.request_body_bytes_max:
+            # The application's own limit is fixed when it is created; the configured one may
+            # change with a reload, so each request is read under the limit in force now.
+            request = request.clone(client_max_size=config.request_body_bytes_max)
+        async with asyncio.timeout(config.request_timeout_s):
             return await handler(request)
     except BonusError as exc:
         return error_response(exc)
@@ -109,7 +113,8 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
     raw = await request.read()
     try:
         data = json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_no_constants)
-    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: JSON nested deeper than the parser's recursion limit (bad input).
         raise BonusError(
             ErrorCode.VALIDATION_ERROR, reason=f"body is not valid JSON: {exc}"
         ) from exc

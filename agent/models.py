@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -52,7 +53,20 @@ AmountOut = Annotated[
 ]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 CardRef = Annotated[str, Field(min_length=1, max_length=40, description="Card number or barcode.")]
-Quantity = Annotated[Decimal, Field(gt=0, le=100000, max_digits=12, decimal_places=3)]
+
+
+def _quantity_canonical(value: Decimal) -> Decimal:
+    # 1, "1.0" and "1.000" are one quantity: without this a retried sale written differently
+    # would fingerprint differently and be refused as an idempotency conflict.
+    normal = value.normalize()
+    return normal.quantize(Decimal(1)) if normal == normal.to_integral_value() else normal
+
+
+Quantity = Annotated[
+    Decimal,
+    Field(gt=0, le=100000, max_digits=12, decimal_places=3),
+    AfterValidator(_quantity_canonical),
+]
 
 
 class Request(BaseModel):

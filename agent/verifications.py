@@ -32,6 +32,10 @@ class Verifications:
     def __init__(self, ctx: AgentContext, provider: MessageProvider) -> None:
         self.ctx = ctx
         self.provider = provider
+        #: Phones (keyed hashes) with a code being sent right now. The limits are checked before
+        #: the send and recorded after it, so a second request for the same phone meanwhile is
+        #: refused rather than let through both limits.
+        self._sending: set[str] = set()
 
     def _code_hash(self, verification_id: str, code: str) -> str:
         message = f"{verification_id}:{code}".encode()
@@ -60,8 +64,26 @@ class Verifications:
                     field="phone",
                 )
         phone_hash = ctx.hash_phone(phone10)
+        if phone_hash in self._sending:
+            raise BonusError(
+                ErrorCode.VERIFICATION_RATE_LIMITED,
+                reason="a code is being sent",
+                retry_after_s=settings.verification_resend_after_s,
+            )
+        self._sending.add(phone_hash)
+        try:
+            return await self._send(request, card.number, phone10, phone_hash)
+        finally:
+            self._sending.discard(phone_hash)
+
+    async def _send(
+        self, request: VerificationRequest, card_number: str, phone10: str, phone_hash: str
+    ) -> VerificationOut:
+        ctx = self.ctx
+        settings = ctx.settings
+        conn = ctx.db.reader
         now = ctx.clock.now()
-        previous = await store.last_verification(conn, card.number, request.purpose)
+        previous = await store.last_verification(conn, card_number, request.purpose)
         if previous is not None:
             wait_s = (
                 settings.verification_resend_after_s - (now - previous.created_at).total_seconds()
@@ -88,7 +110,7 @@ class Verifications:
                 wconn,
                 store.VerificationRow(
                     verification_id=verification_id,
-                    card=card.number,
+                    card=card_number,
                     phone_hash=phone_hash,
                     purpose=request.purpose,
                     receipt_id=request.receipt_id,
@@ -102,7 +124,7 @@ class Verifications:
                 ),
             )
         log.info(
-            "code sent for card %s (%s) by %s", card.number, request.purpose, self.provider.name
+            "code sent for card %s (%s) by %s", card_number, request.purpose, self.provider.name
         )
         return VerificationOut(
             verification_id=verification_id,

@@ -39,9 +39,19 @@ def test_error_every_code_has_a_russian_message(code: ErrorCode) -> None:
     assert not re.search("[A-Za-z]", message), message
 
 
-@pytest.mark.parametrize("code", list(ErrorCode))
-def test_error_every_code_is_a_4xx(code: ErrorCode) -> None:
+#: Faults of the service itself, never an answer to bad input (pos-api.md: bad input is a 4xx).
+SERVER_FAULT_CODES = frozenset({"internal_error"})
+
+
+@pytest.mark.parametrize("code", [code for code in ErrorCode if code not in SERVER_FAULT_CODES])
+def test_error_every_code_a_caller_can_cause_is_a_4xx(code: ErrorCode) -> None:
     assert 400 <= HTTP_STATUS[code] <= 499
+
+
+def test_error_only_the_service_fault_is_a_5xx() -> None:
+    fives = {code.value for code in ErrorCode if HTTP_STATUS[code] >= 500}
+    assert fives <= SERVER_FAULT_CODES
+    assert all(HTTP_STATUS[code] in range(400, 600) for code in ErrorCode)
 
 
 def test_error_tables_cover_exactly_the_codes() -> None:

@@ -185,6 +185,14 @@ def test_lot_give_back_to_the_same_lot_twice_adds_up() -> None:
     assert restored == w
 
 
+def test_lot_give_back_to_a_lot_no_longer_kept_burns() -> None:
+    # A replica prunes long-spent lots; a reversal into one is long past its date and burns.
+    w = wallet(lot("kept", 100, remaining_kop=50))
+    restored, _, burned_kop = give_back(w, [Allocation("pruned", 40), Allocation("kept", 10)], DAY)
+    assert burned_kop == 40
+    assert remainders(restored) == {"kept": 60}
+
+
 def test_lot_unknown_lot_id_is_a_key_error() -> None:
     with pytest.raises(KeyError):
         wallet(lot("a", 1)).lot("b")
@@ -273,7 +281,7 @@ def test_lot_expiring_31_march_unusable_at_2130_utc_on_31_march() -> None:
 
 def test_lot_local_date_needs_an_aware_moment() -> None:
     with pytest.raises(AssertionError):
-        local_date(datetime(2026, 3, 31, 21, 30), MOSCOW)  # noqa: DTZ001
+        local_date(datetime(2026, 3, 31, 21, 30), MOSCOW)
 
 
 # --- activation delay ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 from hypothesis import given, settings
@@ -217,7 +218,7 @@ def test_property_refunds_give_back_exactly_the_allocations(
     total = sum(amount for _, amount in redeemed)
     points = sorted({min(cut, total) for cut in cuts} | {0, total})
     given: Counter[str] = Counter()
-    for before, after in zip(points, points[1:], strict=False):
+    for before, after in pairwise(points):
         parts = refund_allocations(redeemed, before, after - before)
         assert sum(amount for _, amount in parts) == after - before
         assert all(amount > 0 for _, amount in parts)

@@ -36,7 +36,7 @@ def test_settings_defaults_are_standard_n() -> None:
     assert s.sync_staleness_max_s == 60 * 60
     assert s.debt_allowed is True
     assert s.offline_redemption_max_kop is None
-    assert DEFAULT_SETTINGS == s
+    assert s == DEFAULT_SETTINGS
 
 
 def test_settings_every_field_has_a_one_line_description() -> None:

@@ -1,0 +1,282 @@
+"""The central ledger: cards loaded for one transaction, changed in memory with the pure core,
+written back in bulk with their journal transactions.
+
+Every change of a card is an immutable row of ``transactions``; for every card the sum of its
+transactions equals its lot remainders minus its debt (``central.invariants`` checks it).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from central import schema
+from central.db import next_cursor
+from shared.lots import Allocation, Hold, Lot, LotSource, Wallet
+
+
+@dataclass
+class CardRecord:
+    """A card as one transaction sees and changes it."""
+
+    number: str
+    status: str
+    merged_into: str | None
+    phone: str | None
+    verified: bool
+    last_purchase_on: date | None
+    wallet: Wallet
+    known_lots: set[str] = field(default_factory=set)  # lot ids that exist in the database
+    lot_remaining: dict[str, int] = field(default_factory=dict)  # as loaded, to write only changes
+    hold_ids: set[str] = field(default_factory=set)
+    changed: bool = False
+
+
+@dataclass
+class TxRow:
+    """A journal transaction to insert."""
+
+    card: str
+    kind: str
+    amount_kop: int
+    lots: list[list[Any]]
+    store_id: str | None = None
+    receipt_id: str | None = None
+    campaign_id: str | None = None
+    op_id: str | None = None
+    at_store: datetime | None = None
+    note: str | None = None
+
+
+def _lot(row: Any) -> Lot:
+    return Lot(
+        lot_id=row.lot_id,
+        amount_kop=row.amount_kop,
+        remaining_kop=row.remaining_kop,
+        created_on=row.created_on,
+        expires_on=row.expires_on,
+        active_from=row.active_from,
+        source=LotSource(row.source),
+        source_ref=row.source_ref,
+    )
+
+
+class LedgerTx:
+    """The cards of one write transaction; ``flush`` writes every change and one cursor."""
+
+    def __init__(self, conn: AsyncConnection, now: datetime, *, lock: bool) -> None:
+        self.conn = conn
+        self.now = now
+        self.lock = lock
+        self.cards: dict[str, CardRecord] = {}
+        self.txs: list[TxRow] = []
+        self.new_holds: list[dict[str, Any]] = []
+        self.hold_states: dict[str, str] = {}
+
+    async def load(self, numbers: Iterable[str], *, all_lots: bool = False) -> None:
+        """Load cards (and the cards they were merged into) with their unspent lots and holds."""
+        wanted = sorted(set(numbers) - set(self.cards))
+        while wanted:
+            query = sa.select(schema.cards).where(schema.cards.c.number.in_(wanted))
+            if self.lock:
+                query = query.order_by(schema.cards.c.number).with_for_update()
+            rows = (await self.conn.execute(query)).all()
+            for row in rows:
+                self.cards[row.number] = CardRecord(
+                    number=row.number,
+                    status=row.status,
+                    merged_into=row.merged_into,
+                    phone=row.phone,
+                    verified=row.verified,
+                    last_purchase_on=row.last_purchase_on,
+                    wallet=Wallet(debt_kop=row.debt_kop),
+                )
+            loaded = [row.number for row in rows]
+            if loaded:
+                await self._load_lots(loaded, all_lots=all_lots)
+                await self._load_holds(loaded)
+            wanted = sorted({row.merged_into for row in rows if row.merged_into} - set(self.cards))
+
+    async def _load_lots(self, numbers: list[str], *, all_lots: bool) -> None:
+        query = sa.select(schema.lots).where(schema.lots.c.card.in_(numbers))
+        if not all_lots:
+            query = query.where(schema.lots.c.remaining_kop > 0)
+        by_card: dict[str, list[Lot]] = {}
+        for row in (await self.conn.execute(query.order_by(schema.lots.c.lot_id))).all():
+            by_card.setdefault(row.card, []).append(_lot(row))
+        for number, card_lots in by_card.items():
+            self._add_lots(self.cards[number], card_lots)
+
+    def _add_lots(self, card: CardRecord, new_lots: list[Lot]) -> None:
+        fresh = [lot for lot in new_lots if lot.lot_id not in card.known_lots]
+        card.wallet = replace(card.wallet, lots=(*card.wallet.lots, *fresh))
+        for lot in fresh:
+            card.known_lots.add(lot.lot_id)
+            card.lot_remaining[lot.lot_id] = lot.remaining_kop
+
+    async def ensure_lots(self, number: str, lot_ids: Iterable[str]) -> None:
+        """Load specific lots of a card (spent ones too), for exact reversals."""
+        card = self.cards[number]
+        missing = sorted(set(lot_ids) - card.known_lots)
+        if not missing:
+            return
+        rows = (
+            await self.conn.execute(
+                sa.select(schema.lots).where(
+                    schema.lots.c.card == number, schema.lots.c.lot_id.in_(missing)
+                )
+            )
+        ).all()
+        self._add_lots(card, [_lot(row) for row in rows])
+
+    async def _load_holds(self, numbers: list[str]) -> None:
+        rows = (
+            await self.conn.execute(
+                sa.select(schema.holds).where(
+                    schema.holds.c.card.in_(numbers), schema.holds.c.state == "active"
+                )
+            )
+        ).all()
+        for row in rows:
+            card = self.cards[row.card]
+            expires_at = row.expires_at
+            if expires_at.tzinfo is None:  # SQLite returns naive UTC
+                from datetime import UTC
+
+                expires_at = expires_at.replace(tzinfo=UTC)
+            card.wallet = replace(
+                card.wallet,
+                holds=(*card.wallet.holds, Hold(row.hold_id, row.amount_kop, expires_at)),
+            )
+            card.hold_ids.add(row.hold_id)
+
+    def resolve(self, number: str) -> CardRecord | None:
+        """The card that receives a card's operations (a merged card's primary)."""
+        card = self.cards.get(number)
+        seen = 0
+        while card is not None and card.status == "merged" and card.merged_into and seen < 5:
+            card = self.cards.get(card.merged_into)
+            seen += 1
+        return card
+
+    def snapshot(self, number: str) -> CardRecord:
+        """A copy to restore if an operation fails half-way."""
+        return copy.copy(self.cards[number])
+
+    def record(self, tx: TxRow) -> None:
+        """Add a journal transaction."""
+        self.txs.append(tx)
+
+    async def flush(self) -> int:
+        """Write every changed card, lot, hold and transaction; returns the feed cursor."""
+        changed = [card for card in self.cards.values() if card.changed]
+        if not changed and not self.txs and not self.hold_states and not self.new_holds:
+            return 0
+        cursor = await next_cursor(self.conn)
+        new_lots: list[dict[str, Any]] = []
+        updated_lots: list[dict[str, Any]] = []
+        for card in changed:
+            for lot in card.wallet.lots:
+                if lot.lot_id not in card.known_lots:
+                    new_lots.append(_lot_row(card.number, lot))
+                    card.known_lots.add(lot.lot_id)
+                elif card.lot_remaining.get(lot.lot_id) != lot.remaining_kop:
+                    updated_lots.append({"b_id": lot.lot_id, "b_remaining": lot.remaining_kop})
+                card.lot_remaining[lot.lot_id] = lot.remaining_kop
+        conn = self.conn
+        if new_lots:
+            await conn.execute(schema.lots.insert(), new_lots)
+        if updated_lots:
+            await conn.execute(
+                schema.lots.update()
+                .where(schema.lots.c.lot_id == sa.bindparam("b_id"))
+                .values(remaining_kop=sa.bindparam("b_remaining")),
+                updated_lots,
+            )
+        if changed:
+            await conn.execute(
+                schema.cards.update()
+                .where(schema.cards.c.number == sa.bindparam("b_number"))
+                .values(
+                    debt_kop=sa.bindparam("b_debt"),
+                    verified=sa.bindparam("b_verified"),
+                    last_purchase_on=sa.bindparam("b_last_purchase"),
+                    status=sa.bindparam("b_status"),
+                    merged_into=sa.bindparam("b_merged_into"),
+                    cursor=cursor,
+                ),
+                [
+                    {
+                        "b_number": card.number,
+                        "b_debt": card.wallet.debt_kop,
+                        "b_verified": card.verified,
+                        "b_last_purchase": card.last_purchase_on,
+                        "b_status": card.status,
+                        "b_merged_into": card.merged_into,
+                    }
+                    for card in changed
+                ],
+            )
+        if self.new_holds:
+            await conn.execute(schema.holds.insert(), self.new_holds)
+        if self.hold_states:
+            await conn.execute(
+                schema.holds.update()
+                .where(schema.holds.c.hold_id == sa.bindparam("b_id"))
+                .values(state=sa.bindparam("b_state")),
+                [
+                    {"b_id": hold_id, "b_state": state}
+                    for hold_id, state in self.hold_states.items()
+                ],
+            )
+        if self.txs:
+            await conn.execute(
+                schema.transactions.insert(),
+                [
+                    {
+                        "card": tx.card,
+                        "store_id": tx.store_id,
+                        "kind": tx.kind,
+                        "amount_kop": tx.amount_kop,
+                        "lots": tx.lots,
+                        "receipt_id": tx.receipt_id,
+                        "campaign_id": tx.campaign_id,
+                        "op_id": tx.op_id,
+                        "at_store": tx.at_store,
+                        "received_at": self.now,
+                        "note": tx.note,
+                    }
+                    for tx in self.txs
+                ],
+            )
+        for card in changed:
+            card.changed = False
+        self.txs = []
+        self.new_holds = []
+        self.hold_states = {}
+        return cursor
+
+
+def _lot_row(card: str, lot: Lot) -> dict[str, Any]:
+    return {
+        "lot_id": lot.lot_id,
+        "card": card,
+        "amount_kop": lot.amount_kop,
+        "remaining_kop": lot.remaining_kop,
+        "created_on": lot.created_on,
+        "expires_on": lot.expires_on,
+        "active_from": lot.active_from,
+        "source": str(lot.source),
+        "source_ref": lot.source_ref,
+    }
+
+
+def allocations_json(allocations: Iterable[Allocation]) -> list[list[Any]]:
+    """Allocations as ``[lot_id, amount]`` pairs for the journal."""
+    return [[a.lot_id, a.amount_kop] for a in allocations]

@@ -1,0 +1,169 @@
+"""The central ledger's tables (SQLAlchemy Core); Alembic migrations create them."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+meta = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+#: One row whose value only grows: the change feed's cursor. Updating it inside a transaction
+#: serialises the feed's writers, so cursor order is commit order and no reader skips a change.
+feed = sa.Table(
+    "feed",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("cursor", sa.BigInteger, nullable=False),
+)
+
+stores = sa.Table(
+    "stores",
+    metadata,
+    sa.Column("store_id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("address", sa.String(500)),
+    sa.Column("opening_hours", sa.String(200)),
+    sa.Column("phone", sa.String(40)),
+    sa.Column("token_hash", sa.String(128), nullable=False),
+    sa.Column("last_applied_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_sync_at", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+cards = sa.Table(
+    "cards",
+    metadata,
+    sa.Column("number", sa.String(40), primary_key=True),
+    sa.Column("barcode", sa.String(40), unique=True),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("merged_into", sa.String(40)),
+    sa.Column("phone", sa.String(10)),
+    sa.Column("phone_hash", sa.String(64)),
+    sa.Column("virtual", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("verified", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("debt_kop", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("last_purchase_on", sa.Date),
+    sa.Column("cursor", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_store", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("cards_phone", "phone"),
+    sa.Index("cards_cursor", "cursor", "number"),
+)
+
+clients = sa.Table(
+    "clients",
+    metadata,
+    sa.Column("card", sa.String(40), sa.ForeignKey("cards.number"), primary_key=True),
+    sa.Column("first_name", sa.String(100)),
+    sa.Column("last_name", sa.String(100)),
+    sa.Column("middle_name", sa.String(100)),
+    sa.Column("email", sa.String(200)),
+    sa.Column("birth_date", sa.Date),
+    sa.Column("sex", sa.String(8)),
+    sa.Column("consent_personal_data", sa.Boolean, nullable=False),
+    sa.Column("consent_advertising", sa.Boolean, nullable=False),
+    sa.Column("consented_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+lots = sa.Table(
+    "lots",
+    metadata,
+    sa.Column("lot_id", sa.String(80), primary_key=True),
+    sa.Column("card", sa.String(40), sa.ForeignKey("cards.number"), nullable=False),
+    sa.Column("amount_kop", sa.BigInteger, nullable=False),
+    sa.Column("remaining_kop", sa.BigInteger, nullable=False),
+    sa.Column("created_on", sa.Date, nullable=False),
+    sa.Column("expires_on", sa.Date),
+    sa.Column("active_from", sa.Date),
+    sa.Column("source", sa.String(32), nullable=False),
+    sa.Column("source_ref", sa.String(80)),
+    sa.CheckConstraint("remaining_kop >= 0 AND remaining_kop <= amount_kop", name="lot_remaining"),
+    sa.Index("lots_card", "card"),
+    sa.Index("lots_expiry", "expires_on"),
+)
+
+holds = sa.Table(
+    "holds",
+    metadata,
+    sa.Column("hold_id", sa.String(80), primary_key=True),
+    sa.Column("card", sa.String(40), sa.ForeignKey("cards.number"), nullable=False),
+    sa.Column("store_id", sa.String(64), nullable=False),
+    sa.Column("amount_kop", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Index("holds_card", "card", "state"),
+)
+
+#: The journal: every change of every card, immutable.
+transactions = sa.Table(
+    "transactions",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("card", sa.String(40), nullable=False),
+    sa.Column("store_id", sa.String(64)),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("amount_kop", sa.BigInteger, nullable=False),
+    sa.Column("lots", sa.JSON, nullable=False),
+    sa.Column("receipt_id", sa.String(80)),
+    sa.Column("campaign_id", sa.String(80)),
+    sa.Column("op_id", sa.String(64)),
+    sa.Column("at_store", sa.DateTime(timezone=True)),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("note", sa.String(500)),
+    sa.Index("transactions_card", "card", "id"),
+    sa.Index("transactions_receipt", "receipt_id"),
+    sa.Index("transactions_store", "store_id", "id"),
+)
+
+#: Operations received from stores: exactly-once bookkeeping and the original results.
+store_ops = sa.Table(
+    "store_ops",
+    metadata,
+    sa.Column("store_id", sa.String(64), primary_key=True),
+    sa.Column("seq", sa.BigInteger, primary_key=True),
+    sa.Column("op_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("card", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.String(500)),
+    sa.Column("debt_added_kop", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+receipts = sa.Table(
+    "receipts",
+    metadata,
+    sa.Column("store_id", sa.String(64), primary_key=True),
+    sa.Column("receipt_id", sa.String(80), primary_key=True),
+    sa.Column("card", sa.String(40), nullable=False),
+    sa.Column("day", sa.Date, nullable=False),
+    sa.Column("lines", sa.JSON, nullable=False),
+    sa.Column("allocations", sa.JSON, nullable=False),
+    sa.Column("accrual_lot", sa.String(80)),
+    sa.Column("accrued_kop", sa.BigInteger, nullable=False),
+    sa.Column("redeemed_kop", sa.BigInteger, nullable=False),
+    sa.Column("returned", sa.JSON, nullable=False),
+    sa.Column("refunded_kop", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("annulled", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+settings_versions = sa.Table(
+    "settings_versions",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("body", sa.JSON, nullable=False),
+    sa.Column("cursor", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.String(100)),
+)

@@ -1,0 +1,144 @@
+"""The sync protocol between store agents and the central server (pydantic models).
+
+Upload: batches of journal operations, applied exactly once in sequence order.  Download: pages of
+card states and settings after a monotonic cursor, or a compressed snapshot for a new store.
+See ``docs/sync-protocol.md``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.settings import ProgramSettings
+
+#: The protocol version both sides speak; the central server accepts a range.
+PROTOCOL_VERSION: Final = 1
+PROTOCOL_MIN: Final = 1
+PROTOCOL_MAX: Final = 1
+PROTOCOL_HEADER: Final = "X-Bonus-Protocol"
+STORE_HEADER: Final = "X-Store-Id"
+
+#: Limits of one upload batch.
+UPLOAD_OPS_MAX: Final = 1000
+UPLOAD_BYTES_MAX: Final = 8 * 1024 * 1024
+#: Most card states in one page of changes.
+CHANGES_PAGE_MAX: Final = 5000
+
+OpKind = Literal["register", "verify", "sale", "return", "hold", "hold_release"]
+
+
+class Message(BaseModel):
+    """A protocol message: unknown fields are refused so that a mismatch shows at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Hello(Message):
+    """The central server's greeting: versions, time, and what a store needs to start."""
+
+    protocol_min: int
+    protocol_max: int
+    server_time: datetime
+    store_id: str
+    phone_key: str = Field(description="Hex key of the phone hashes in card states.")
+    last_applied_seq: int
+    head_cursor: int
+
+
+class Op(Message):
+    """One journal operation of a store."""
+
+    seq: int = Field(ge=1)
+    op_id: str = Field(min_length=1, max_length=64)
+    kind: OpKind
+    card: str = Field(min_length=1, max_length=40)
+    created_at: datetime
+    payload: dict[str, Any]
+
+
+class UploadRequest(Message):
+    """A batch of operations in sequence order, without gaps."""
+
+    ops: list[Op] = Field(min_length=1, max_length=UPLOAD_OPS_MAX)
+
+
+class OpResult(Message):
+    """What the central server did with one operation."""
+
+    seq: int
+    op_id: str
+    status: Literal["applied", "rejected"]
+    reason: str | None = None
+    debt_added_kop: int = 0
+
+
+class UploadResponse(Message):
+    """The batch's results; ``checkpoint`` is a cursor that includes all of them."""
+
+    acked_seq: int
+    results: list[OpResult]
+    checkpoint: int
+    server_time: datetime
+
+
+class LotState(Message):
+    """A lot as stores see it (amounts in kopecks)."""
+
+    id: str
+    amount: int
+    remaining: int
+    created_on: str
+    expires_on: str | None
+    active_from: str | None
+    source: str
+    ref: str | None
+
+
+class HoldState(Message):
+    """An active hold."""
+
+    id: str
+    amount: int
+    expires_at: str
+
+
+class CardState(Message):
+    """Everything a store keeps of a card (no names, no phone number)."""
+
+    number: str
+    barcode: str | None
+    status: Literal["active", "blocked", "merged"]
+    merged_into: str | None = None
+    phone_hash: str | None
+    phone_last4: str | None
+    verified: bool
+    debt: int
+    lots: list[LotState]
+    holds: list[HoldState]
+    last_purchase_on: str | None
+    cursor: int
+
+
+class ChangesResponse(Message):
+    """A page of changes after a cursor."""
+
+    cards: list[CardState]
+    settings: ProgramSettings | None
+    next_cursor: int
+    next_card: str | None = Field(description="Where the next page starts within next_cursor.")
+    more: bool
+    head_cursor: int
+    server_time: datetime
+
+
+class SnapshotHeader(Message):
+    """The first line of a snapshot stream."""
+
+    cursor: int
+    settings: ProgramSettings
+    phone_key: str
+    cards: int
+    server_time: datetime
