@@ -19,11 +19,14 @@ from agent.http import CONFIG_KEY, SESSION_KEY, auth_middleware, error_middlewar
 from agent.operations import Operations
 from agent.providers import make_provider
 from agent.routes import CTX_KEY, OPS_KEY, VERIFY_KEY, add_routes
+from agent.sync import CentralClient, Syncer
 from agent.verifications import Verifications
+from shared.web import REQUEST_TIMEOUT_KEY
 
 log = logging.getLogger(__name__)
 
 HIGH_WATER_INTERVAL_S = 30.0
+SYNCER_KEY = web.AppKey("syncer", Syncer)
 #: Outgoing connections to gateways and the central server, at most.
 HTTP_CONNECTIONS_MAX = 20
 
@@ -37,6 +40,7 @@ def create_app(
         client_max_size=config.request_body_bytes_max,
     )
     app[CONFIG_KEY] = config
+    app[REQUEST_TIMEOUT_KEY] = lambda: config.request_timeout_s
     add_routes(app)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -53,6 +57,13 @@ def create_app(
         app[OPS_KEY] = Operations(ctx)
         app[VERIFY_KEY] = Verifications(ctx, make_provider(config.provider, session))
         tasks = [asyncio.create_task(_high_water_loop(ctx), name="high-water")]
+        syncer = Syncer(ctx, CentralClient(ctx, session))
+        app[SYNCER_KEY] = syncer
+        if config.central_token.get_secret_value():
+            ctx.quick_round = syncer.quick_round
+            tasks.append(asyncio.create_task(syncer.run(), name="sync"))
+        else:
+            log.warning("no central_token configured: this agent will not sync")
         if config_path is not None:
             from agent.reload import watch_config
 

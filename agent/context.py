@@ -50,6 +50,9 @@ class AgentContext:
     freshness: Freshness = field(default_factory=lambda: Freshness(None, None))
     quick_round: QuickRound | None = None
     online: bool = False
+    last_upload_error: str | None = None
+    last_download_error: str | None = None
+    central_clock_offset_s: float | None = None
     #: Phones seen in this process (card → 10 digits), to send codes without storing numbers.
     phones: dict[str, tuple[str, float]] = field(default_factory=dict)
 

@@ -101,6 +101,14 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         CREATE INDEX verifications_card ON verifications(card, purpose, created_at);
         """,
     ),
+    (
+        "0002_merged_cards",
+        """
+        -- Two stores registered one phone offline: the central server merged the later card
+        -- into the earlier one, and operations on it go to the primary.
+        ALTER TABLE cards ADD COLUMN merged_into TEXT;
+        """,
+    ),
 ]
 
 

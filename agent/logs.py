@@ -35,3 +35,4 @@ def setup_logging(level: str, *, as_json: bool) -> None:
     root.setLevel(level)
     # aiohttp's access log repeats every till request; keep it out of INFO.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -470,6 +470,7 @@ class Operations:
             "card": receipt.card,
             "receipt_id": request.receipt_id,
             "return_id": request.return_id,
+            "accrual_lot": receipt.accrual_lot,
             "day": today.isoformat(),
             "lines": [{"line_id": line.line_id, "qty": str(line.qty)} for line in plan.lines],
             "effect": {

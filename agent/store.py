@@ -69,13 +69,15 @@ def _card(row: Any) -> CardRow:
 
 
 async def find_card(conn: aiosqlite.Connection, number_or_barcode: str) -> CardRow | None:
-    """A card by its number or its barcode."""
+    """A card by its number or its barcode; a merged card answers as the card it joined."""
     async with conn.execute(
-        f"SELECT {_CARD_COLUMNS} FROM cards WHERE number = ? "
-        f"UNION ALL SELECT {_CARD_COLUMNS} FROM cards WHERE barcode = ? LIMIT 1",
+        f"SELECT {_CARD_COLUMNS}, merged_into FROM cards WHERE number = ? "
+        f"UNION ALL SELECT {_CARD_COLUMNS}, merged_into FROM cards WHERE barcode = ? LIMIT 1",
         (number_or_barcode, number_or_barcode),
     ) as cursor:
         row = await cursor.fetchone()
+    if row is not None and row[2] == "merged" and row[7] and row[7] != number_or_barcode:
+        return await find_card(conn, row[7])
     return None if row is None else _card(row)
 
 
@@ -227,6 +229,24 @@ async def entries_after(conn: aiosqlite.Connection, seq: int, limit: int) -> lis
         f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
     ) as cursor:
         return [_entry(row) for row in await cursor.fetchall()]
+
+
+async def pending_entries_for(
+    conn: aiosqlite.Connection, cards: list[str], acked_seq: int
+) -> list[JournalEntry]:
+    """The not yet acknowledged operations of these cards, in order."""
+    found: list[JournalEntry] = []
+    # SQLite limits the number of parameters; ask in chunks.
+    for start in range(0, len(cards), 500):
+        chunk = cards[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        async with conn.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > ? AND card IN ({marks}) ORDER BY seq",
+            (acked_seq, *chunk),
+        ) as cursor:
+            found.extend(_entry(row) for row in await cursor.fetchall())
+    found.sort(key=lambda entry: entry.seq)
+    return found
 
 
 async def last_seq(conn: aiosqlite.Connection) -> int:

@@ -1,0 +1,340 @@
+"""The agent's side of synchronisation: upload the journal, pull card states, count a sync only
+at the write checkpoint, and keep trying with capped backoff.
+
+A round: hello (versions, the central clock) → snapshot if this store never bootstrapped →
+upload every operation recorded before the round began → pull changes up to a cursor that
+includes them → record the complete sync durably.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import zlib
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
+
+from agent import store
+from agent.context import AgentContext
+from agent.replica import apply_card_states
+from shared.protocol import (
+    PROTOCOL_HEADER,
+    PROTOCOL_VERSION,
+    STORE_HEADER,
+    CardState,
+    ChangesResponse,
+    Hello,
+    Op,
+    SnapshotHeader,
+    UploadRequest,
+    UploadResponse,
+)
+from shared.settings import ProgramSettings
+
+log = logging.getLogger(__name__)
+
+#: Pages pulled in one round at most, so a round always ends.
+PULL_PAGES_MAX = 10_000
+PULL_PAGE_CARDS = 2000
+SNAPSHOT_APPLY_CARDS = 5000
+#: Upload payload bytes per batch at most (well under the central server's limit).
+UPLOAD_BYTES_MAX = 4 * 1024 * 1024
+
+
+class SyncError(Exception):
+    """A round that could not complete (network, central server, protocol)."""
+
+
+class CentralRefused(SyncError):
+    """The central server answered with an error."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        self.status = status
+        self.code = str(error.get("code", "unknown"))
+        self.details: dict[str, Any] = error.get("details", {}) or {}
+        super().__init__(f"central server refused ({status} {self.code}): {self.details}")
+
+
+class CentralClient:
+    """HTTP calls to the central server's sync endpoints, each with a timeout."""
+
+    def __init__(self, ctx: AgentContext, session: aiohttp.ClientSession) -> None:
+        self.ctx = ctx
+        self.session = session
+
+    def _headers(self) -> dict[str, str]:
+        config = self.ctx.config
+        return {
+            "Authorization": f"Bearer {config.central_token.get_secret_value()}",
+            STORE_HEADER: config.store_id,
+            PROTOCOL_HEADER: str(PROTOCOL_VERSION),
+        }
+
+    def _url(self, path: str) -> str:
+        return self.ctx.config.central_url.rstrip("/") + path
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        timeout = aiohttp.ClientTimeout(total=self.ctx.config.central_timeout_s)
+        try:
+            async with self.session.request(
+                method, self._url(path), headers=self._headers(), timeout=timeout, **kwargs
+            ) as response:
+                body = await response.json(content_type=None)
+                if response.status >= 400:
+                    raise CentralRefused(response.status, body)
+                return body
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
+            raise SyncError(f"central server unreachable: {type(exc).__name__}: {exc}") from None
+
+    async def hello(self) -> Hello:
+        return Hello.model_validate(await self._call("GET", "/sync/v1/hello"))
+
+    async def upload(self, ops: list[Op]) -> UploadResponse:
+        body = UploadRequest(ops=ops).model_dump(mode="json")
+        return UploadResponse.model_validate(await self._call("POST", "/sync/v1/upload", json=body))
+
+    async def changes(self, cursor: int, card: str | None) -> ChangesResponse:
+        params = {"cursor": str(cursor), "limit": str(PULL_PAGE_CARDS)}
+        if card:
+            params["card"] = card
+        return ChangesResponse.model_validate(
+            await self._call("GET", "/sync/v1/changes", params=params)
+        )
+
+    async def snapshot(self) -> AsyncIterator[bytes]:
+        """The snapshot's JSON lines, decompressed as they arrive."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=self.ctx.config.central_timeout_s)
+        try:
+            async with self.session.get(
+                self._url("/sync/v1/snapshot"),
+                headers=self._headers(),
+                timeout=timeout,
+                auto_decompress=False,
+            ) as response:
+                if response.status >= 400:
+                    raise CentralRefused(response.status, await response.json(content_type=None))
+                decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                pending = b""
+                async for chunk in response.content.iter_chunked(256 * 1024):
+                    pending += decompressor.decompress(chunk)
+                    *lines, pending = pending.split(b"\n")
+                    for line in lines:
+                        yield line
+                pending += decompressor.flush()
+                if pending.strip():
+                    yield pending
+        except (aiohttp.ClientError, TimeoutError, zlib.error) as exc:
+            raise SyncError(f"snapshot failed: {type(exc).__name__}: {exc}") from None
+
+
+class Syncer:
+    """Runs sync rounds: on schedule, with backoff after failures, and on demand."""
+
+    def __init__(self, ctx: AgentContext, client: CentralClient) -> None:
+        self.ctx = ctx
+        self.client = client
+        self._round_lock = asyncio.Lock()
+        self.rounds_completed = 0
+
+    # --- one round ----------------------------------------------------------------------------
+
+    async def round(self) -> None:
+        """One complete round, or ``SyncError``; only one runs at a time."""
+        async with self._round_lock:
+            try:
+                await self._round()
+            except SyncError:
+                self.ctx.online = False
+                raise
+            self.ctx.online = True
+            self.rounds_completed += 1
+
+    async def _round(self) -> None:
+        ctx = self.ctx
+        target_seq = await store.last_seq(ctx.db.reader)
+        hello = await self.client.hello()
+        ctx.central_clock_offset_s = (hello.server_time - ctx.clock.now()).total_seconds()
+        await self._adopt_phone_key(hello.phone_key)
+        if await store.get_meta(ctx.db.reader, "cursor") is None:
+            await self._bootstrap()
+        checkpoint = hello.head_cursor
+        try:
+            checkpoint = max(checkpoint, await self._upload_until(target_seq))
+            ctx.last_upload_error = None
+        except SyncError as exc:
+            ctx.last_upload_error = str(exc)
+            raise
+        try:
+            server_time = await self._pull_until(checkpoint)
+            ctx.last_download_error = None
+        except SyncError as exc:
+            ctx.last_download_error = str(exc)
+            raise
+        # The write checkpoint is reached: everything uploaded before the round is acknowledged
+        # and the replica includes it. Only now does "last sync" move.
+        await ctx.record_sync(server_time)
+        log.info("sync round complete: acked up to %d, cursor %d", target_seq, checkpoint)
+
+    async def _adopt_phone_key(self, key_hex: str) -> None:
+        ctx = self.ctx
+        if ctx.phone_key.hex() == key_hex:
+            return
+        ctx.phone_key = bytes.fromhex(key_hex)
+        async with ctx.db.write() as conn:
+            await store.set_meta(conn, "phone_key", key_hex)
+            # Cards registered here before the first sync were hashed with a local key: rehash
+            # them from their registrations, which still carry the phone until acknowledged.
+            acked = int(await store.get_meta(conn, "acked_seq") or 0)
+            for entry in await store.entries_after(conn, acked, 1_000_000):
+                if entry.kind == "register" and entry.payload.get("phone"):
+                    await conn.execute(
+                        "UPDATE cards SET phone_hash = ? WHERE number = ?",
+                        (ctx.hash_phone(entry.payload["phone"]), entry.card),
+                    )
+        log.info("adopted the chain's phone key")
+
+    async def _bootstrap(self) -> None:
+        """Load every card from the central server's snapshot, then follow the change feed."""
+        header: SnapshotHeader | None = None
+        batch: list[CardState] = []
+        count = 0
+        async for line in self.client.snapshot():
+            if header is None:
+                header = SnapshotHeader.model_validate_json(line)
+                continue
+            batch.append(CardState.model_validate_json(line))
+            if len(batch) >= SNAPSHOT_APPLY_CARDS:
+                await self._store_states(batch)
+                count += len(batch)
+                batch = []
+        if header is None:
+            raise SyncError("empty snapshot")
+        await self._store_states(batch, settings=header.settings, cursor=header.cursor)
+        count += len(batch)
+        log.info("bootstrapped %d cards from the snapshot at cursor %d", count, header.cursor)
+
+    async def _store_states(
+        self,
+        states: list[CardState],
+        *,
+        settings: ProgramSettings | None = None,
+        cursor: int | None = None,
+        card: str | None = None,
+    ) -> None:
+        ctx = self.ctx
+        async with ctx.db.write() as conn:
+            acked = int(await store.get_meta(conn, "acked_seq") or 0)
+            await apply_card_states(conn, states, acked, ctx.clock.now())
+            if settings is not None and settings.version >= ctx.settings.version:
+                await store.set_meta(conn, "settings", settings.model_dump(mode="json"))
+            if cursor is not None:
+                # Saved in the same transaction as the data it covers.
+                await store.set_meta(conn, "cursor", cursor)
+                await store.set_meta(conn, "cursor_card", card)
+        if settings is not None and settings.version >= ctx.settings.version:
+            ctx.settings = settings
+
+    async def _upload_until(self, target_seq: int) -> int:
+        """Upload in bounded batches until ``target_seq`` is acknowledged; returns the checkpoint."""
+        ctx = self.ctx
+        checkpoint = 0
+        while True:
+            acked = int(await store.get_meta(ctx.db.reader, "acked_seq") or 0)
+            if acked >= target_seq:
+                return checkpoint
+            entries = await store.entries_after(ctx.db.reader, acked, ctx.config.sync_batch_ops_max)
+            ops: list[Op] = []
+            size = 0
+            for entry in entries:
+                size += len(store.dumps(entry.payload))
+                if ops and size > UPLOAD_BYTES_MAX:
+                    break
+                ops.append(
+                    Op(
+                        seq=entry.seq,
+                        op_id=entry.op_id,
+                        kind=entry.kind,
+                        card=entry.card,
+                        created_at=entry.created_at,
+                        payload=entry.payload,
+                    )
+                )
+            try:
+                result = await self.client.upload(ops)
+            except CentralRefused as exc:
+                resume = exc.details.get("resume_from")
+                if exc.details.get("reason") == "sync_gap" and isinstance(resume, int):
+                    # The central server has less than we thought (restored from a backup):
+                    # send again from where it stands; the journal keeps every operation.
+                    log.warning("central server asks to resume from %d", resume)
+                    await self._set_acked(resume - 1)
+                    continue
+                raise
+            await self._set_acked(result.acked_seq)
+            checkpoint = max(checkpoint, result.checkpoint)
+            rejected = [r for r in result.results if r.status == "rejected"]
+            for item in rejected:
+                log.warning(
+                    "operation %d rejected by the central server: %s", item.seq, item.reason
+                )
+
+    async def _set_acked(self, acked_seq: int) -> None:
+        async with self.ctx.db.write() as conn:
+            await store.set_meta(conn, "acked_seq", acked_seq)
+            # The store keeps no names or phone numbers once the central server has them.
+            await conn.execute(
+                "UPDATE journal SET payload = json_remove(payload, '$.phone', '$.profile') "
+                "WHERE kind = 'register' AND seq <= ? AND json_extract(payload, '$.phone') IS NOT NULL",
+                (acked_seq,),
+            )
+
+    async def _pull_until(self, checkpoint: int) -> datetime:
+        """Pull pages of changes until the cursor includes ``checkpoint``; returns server time."""
+        ctx = self.ctx
+        cursor = int(await store.get_meta(ctx.db.reader, "cursor") or 0)
+        card = await store.get_meta(ctx.db.reader, "cursor_card")
+        for _ in range(PULL_PAGES_MAX):
+            page = await self.client.changes(cursor, card)
+            await self._store_states(
+                page.cards, settings=page.settings, cursor=page.next_cursor, card=page.next_card
+            )
+            cursor, card = page.next_cursor, page.next_card
+            if not page.more and cursor >= checkpoint:
+                return page.server_time
+        raise SyncError("the change feed did not end within a round")
+
+    # --- scheduling ---------------------------------------------------------------------------
+
+    async def quick_round(self, timeout_s: float) -> bool:
+        """One round bounded in time (before refusing a redemption); True if it completed."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.round()
+        except (SyncError, TimeoutError) as exc:
+            log.info("quick sync round did not complete: %s", exc)
+            return False
+        return True
+
+    async def run(self) -> None:
+        """Rounds forever: on schedule with jitter, retried with capped backoff after failures."""
+        config = self.ctx.config
+        while True:
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(SyncError),
+                wait=wait_exponential_jitter(initial=2, max=config.sync_backoff_max_s, jitter=2),
+                before_sleep=lambda state: log.warning(
+                    "sync round failed (attempt %d): %s",
+                    state.attempt_number,
+                    state.outcome.exception() if state.outcome else "",
+                ),
+            ):
+                with attempt:
+                    await self.round()
+            await asyncio.sleep(config.sync_interval_s + random.uniform(0, config.sync_jitter_s))

@@ -1,0 +1,684 @@
+"""Benchmark of the store agent: till latency under load, raw SQLite commit cost, memory.
+
+Not a test: it prints figures.  Three parts, each against a real ``bonus-agent serve`` process in
+a temporary directory:
+
+1. Load: customers registered over HTTP, then ``--tills`` tills, each a loop of lookup by card,
+   calculate and sale commit (no redemption), for ``--duration`` seconds; per-request latency
+   as the till sees it.
+2. Raw SQLite: single-row INSERT + COMMIT with WAL and synchronous=FULL on the same filesystem,
+   the floor under any durable sale commit; the agent's sale commit is shown as a ratio to it.
+3. Memory: ``--cards`` cards seeded straight into the agent's database (2 to 5 lots each), then
+   lookups across random cards; RSS and its high-water mark from ``/proc/PID/status``.
+
+Run from the repository root: ``.venv/bin/python bench/agent_bench.py --duration 20``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+
+import aiohttp
+
+from shared.cards import new_virtual_card_number
+from shared.codec import wallet_to_json
+from shared.lots import Lot, LotSource, Wallet, purchase_expiry
+from shared.phones import phone_hash, phone_last4
+
+GOAL_LOOKUP_P99_MS = 2.0
+GOAL_CALCULATE_P99_MS = 2.0
+GOAL_SALE_P99_MS = 5.0
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+REQUEST_TIMEOUT_S = 30.0
+JSON_HEADERS = {"Content-Type": "application/json"}
+NO_REDEMPTION = (
+    "Redemption is not exercised: it needs a fresh sync from the central server, which is not "
+    "built yet (the agent refuses it with redemption_stale_sync)."
+)
+
+
+# --- the agent process -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class AgentProcess:
+    """``bonus-agent serve`` over one data directory, as a child process."""
+
+    def __init__(self, work_dir: Path, log_level: str) -> None:
+        self.work_dir = work_dir
+        self.data_dir = work_dir / "data"
+        self.log_level = log_level
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "agent.sqlite3"
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> float:
+        """Start and wait until ``/pos/v1/status`` answers; returns the start time in seconds."""
+        assert self.proc is None
+        self.port = free_port()
+        env = {
+            name: value
+            for name, value in os.environ.items()
+            if not name.startswith("BONUS_AGENT_")
+            and name not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
+        }
+        env.update(
+            BONUS_AGENT_DATA_DIR=str(self.data_dir),
+            BONUS_AGENT_LISTEN_HOST="127.0.0.1",
+            BONUS_AGENT_LISTEN_PORT=str(self.port),
+            BONUS_AGENT_PROVIDER__KIND="file",
+            BONUS_AGENT_PROVIDER__FILE_PATH=str(self.work_dir / "messages.jsonl"),
+            BONUS_AGENT_LOG_LEVEL=self.log_level,
+        )
+        self._log = (self.work_dir / "agent.log").open("ab")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "agent.cli", "serve"],
+            cwd=self.work_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = started + READY_TIMEOUT_S
+        while True:
+            if self.proc.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"agent exited while starting; see {self.work_dir}/agent.log")
+            try:
+                with urllib.request.urlopen(self.base_url + "/pos/v1/status", timeout=1):
+                    return time.perf_counter() - started
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.perf_counter() > deadline:
+                self.stop()
+                raise TimeoutError("agent did not answer in time")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful stop) and reap; SIGKILL if it hangs."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def memory_kib(self) -> dict[str, int]:
+        """VmRSS and VmHWM of the agent process, in KiB."""
+        assert self.proc is not None
+        out = {}
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("VmRSS", "VmHWM"):
+                out[name] = int(value.split()[0])
+        return out
+
+
+@contextlib.contextmanager
+def running(agent: AgentProcess) -> Iterator[AgentProcess]:
+    agent.start()
+    try:
+        yield agent
+    finally:
+        agent.stop()
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: list[float], pct: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    if not sorted_values:
+        return math.nan
+    rank = max(1, math.ceil(pct / 100 * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+@dataclass
+class Series:
+    """Latencies of one kind of request, in seconds."""
+
+    name: str
+    values: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    def summary_ms(self) -> dict[str, float]:
+        ordered = sorted(self.values)
+        return {
+            "p50": percentile(ordered, 50) * 1000,
+            "p90": percentile(ordered, 90) * 1000,
+            "p99": percentile(ordered, 99) * 1000,
+            "max": (ordered[-1] if ordered else math.nan) * 1000,
+        }
+
+
+class Recorder:
+    """Per-request latencies by kind, counted only after the warm-up."""
+
+    def __init__(self, kinds: list[str], warm_until: float) -> None:
+        self.series = {kind: Series(kind) for kind in kinds}
+        self.warm_until = warm_until
+
+    async def post(
+        self, session: aiohttp.ClientSession, kind: str, url: str, body: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        data = json.dumps(body, separators=(",", ":")).encode()
+        started = time.perf_counter()
+        async with session.post(url, data=data, headers=JSON_HEADERS) as answer:
+            raw = await answer.read()
+        elapsed = time.perf_counter() - started
+        if started >= self.warm_until:
+            series = self.series[kind]
+            series.values.append(elapsed)
+            if answer.status != 200:
+                series.errors += 1
+                if len(series.error_samples) < 3:
+                    series.error_samples.append(f"{answer.status} {raw[:200]!r}")
+        return json.loads(raw) if answer.status == 200 else None
+
+
+def till_session(register_id: str) -> aiohttp.ClientSession:
+    # One keep-alive connection per till, as a till's HTTP client would hold.
+    return aiohttp.ClientSession(
+        headers={"X-Register-Id": register_id},
+        connector=aiohttp.TCPConnector(limit=1),
+        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+    )
+
+
+def money(kop: int) -> str:
+    return f"{kop // 100}.{kop % 100:02d}"
+
+
+def basket(rng: random.Random) -> list[dict[str, Any]]:
+    """A pharmacy receipt: 1 to 6 lines, some of them vital (ЖНВЛП)."""
+    lines = []
+    for index in range(rng.choice((1, 1, 2, 2, 3, 4, 6))):
+        qty = rng.choice((1, 1, 1, 2, 3))
+        price_kop = rng.randint(5_000, 300_000)
+        lines.append(
+            {
+                "line_id": str(index + 1),
+                "sku": f"{rng.randint(100000, 999999)}",
+                "name": "Парацетамол таб. 500мг №20",
+                "qty": qty,
+                "price": money(price_kop),
+                "amount": money(price_kop * qty),
+                "vital": rng.random() < 0.35,
+            }
+        )
+    return lines
+
+
+# --- part 1: the till load ---------------------------------------------------------------------
+
+
+async def register_customers(agent: AgentProcess, count: int, tills: int) -> list[str]:
+    """Register customers over HTTP (the program's default asks for a code; it is ignored)."""
+    cards: list[str] = []
+    numbers = iter(range(count))
+    url = agent.base_url + "/pos/v1/customers"
+
+    async def worker(till: int) -> None:
+        async with till_session(f"seed-{till}") as session:
+            for n in numbers:
+                body = {"phone": f"+7 9{n:09d}", "consents": {"personal_data": True}}
+                async with session.post(url, json=body) as answer:
+                    reply = await answer.json()
+                    if answer.status not in (200, 201):
+                        raise RuntimeError(f"registration failed: {answer.status} {reply}")
+                cards.append(reply["card"]["number"])
+
+    await asyncio.gather(*(worker(n) for n in range(tills)))
+    return cards
+
+
+async def till_loop(
+    agent: AgentProcess,
+    till: int,
+    cards: list[str],
+    recorder: Recorder,
+    deadline: float,
+    think_s: float,
+    seed: int,
+) -> int:
+    """One till serving customers back to back: lookup, calculate, commit the sale."""
+    rng = random.Random(seed)
+    base = agent.base_url
+    sales = 0
+    async with till_session(f"till-{till}") as session:
+        while time.perf_counter() < deadline:
+            card = rng.choice(cards)
+            lines = basket(rng)
+            await recorder.post(session, "lookup", base + "/pos/v1/cards/lookup", {"card": card})
+            await recorder.post(
+                session,
+                "calculate",
+                base + "/pos/v1/receipts/calculate",
+                {"card": card, "lines": lines},
+            )
+            receipt_id = f"t{till}-{uuid.uuid4().hex[:16]}"
+            answer = await recorder.post(
+                session,
+                "sale",
+                base + "/pos/v1/receipts",
+                {"receipt_id": receipt_id, "card": card, "lines": lines, "redeem": 0},
+            )
+            if answer is not None:
+                sales += 1
+            if think_s:
+                await asyncio.sleep(rng.expovariate(1 / think_s))
+    return sales
+
+
+@dataclass
+class LoadResult:
+    recorder: Recorder
+    measured_s: float
+    customers: int
+    sales_committed: int
+    start_s: float
+    memory_kib: dict[str, int]
+    pending_ops: int
+
+
+async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
+    agent = AgentProcess(work_dir, args.log_level)
+    start_s = agent.start()
+    try:
+        cards = await register_customers(agent, args.customers, args.tills)
+        now = time.perf_counter()
+        warm_until = now + args.warmup
+        deadline = warm_until + args.duration
+        recorder = Recorder(["lookup", "calculate", "sale"], warm_until)
+        sales = await asyncio.gather(
+            *(
+                till_loop(agent, till, cards, recorder, deadline, args.think_ms / 1000, till)
+                for till in range(1, args.tills + 1)
+            )
+        )
+        memory = agent.memory_kib()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(agent.base_url + "/pos/v1/status") as answer,
+        ):
+            status = await answer.json()
+    finally:
+        agent.stop()
+    return LoadResult(
+        recorder,
+        time.perf_counter() - warm_until,
+        len(cards),
+        sum(sales),
+        start_s,
+        memory,
+        int(status["pending_ops"]),
+    )
+
+
+# --- part 2: raw SQLite ------------------------------------------------------------------------
+
+
+def raw_sqlite_commits(path: Path, iterations: int, row_bytes: int) -> Series:
+    """Single-row INSERT + COMMIT, WAL, synchronous=FULL: what one durable commit costs here."""
+    series = Series("raw insert+commit")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(
+            "CREATE TABLE journal (seq INTEGER PRIMARY KEY, op_id TEXT NOT NULL UNIQUE, "
+            "payload TEXT NOT NULL) STRICT"
+        )
+        payload = "x" * row_bytes
+        for _ in range(iterations):
+            started = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT INTO journal (op_id, payload) VALUES (?, ?)", (str(uuid.uuid4()), payload)
+            )
+            conn.execute("COMMIT")
+            series.values.append(time.perf_counter() - started)
+    finally:
+        conn.close()
+    return series
+
+
+def journal_row_bytes(db_path: Path) -> int:
+    """The average size of a sale's journal row in the agent's database."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        row = conn.execute(
+            "SELECT avg(length(payload) + length(response) + length(request_hash)) "
+            "FROM journal WHERE kind = 'sale'"
+        ).fetchone()
+    finally:
+        conn.close()
+    return int(row[0] or 1500)
+
+
+# --- part 3: memory with many cards ------------------------------------------------------------
+
+
+def wallet_json(rng: random.Random, today: date) -> str:
+    """A card's wallet of 2 to 5 purchase lots from the last six months, partly spent."""
+    lots = []
+    for _ in range(rng.randint(2, 5)):
+        created = today - timedelta(days=rng.randint(0, 180))
+        amount = rng.randint(500, 50_000)
+        lots.append(
+            Lot(
+                lot_id=f"{uuid.uuid4()}:a",
+                amount_kop=amount,
+                remaining_kop=rng.choice((amount, amount, rng.randint(0, amount))),
+                created_on=created,
+                expires_on=purchase_expiry(created, 6),
+                source=LotSource.PURCHASE,
+                source_ref=f"R-{rng.randint(1, 10**9)}",
+            )
+        )
+    wallet = Wallet(lots=tuple(lots))
+    # As agent.store.dumps writes it: compact and with sorted keys.
+    return json.dumps(
+        wallet_to_json(wallet), ensure_ascii=False, separators=(",", ":"), sort_keys=True
+    )
+
+
+def seed_cards(db_path: Path, count: int, seed: int) -> tuple[list[str], list[str]]:
+    """Insert ``count`` cards into the agent's (stopped) database; returns numbers and phones."""
+    rng = random.Random(seed)
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        key_row = conn.execute("SELECT value FROM meta WHERE key = 'phone_key'").fetchone()
+        assert key_row is not None, "the agent created its phone key on its first start"
+        key = bytes.fromhex(json.loads(key_row[0]))
+        today = datetime.now(UTC).date()
+        numbers, phones, rows = [], [], []
+        for n in range(count):
+            number = new_virtual_card_number(f"{n:010d}")
+            phone10 = f"9{n:09d}"
+            wallet = wallet_json(rng, today)
+            rows.append(
+                (
+                    number,
+                    phone_hash(phone10, key),
+                    phone_last4(phone10),
+                    wallet,
+                    wallet,
+                    (today - timedelta(days=rng.randint(0, 180))).isoformat(),
+                )
+            )
+            numbers.append(number)
+            phones.append(phone10)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO cards (number, phone_hash, phone_last4, verified, base, wallet, "
+            "last_purchase_on) VALUES (?, ?, ?, 1, ?, ?, ?)",
+            rows,
+        )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return numbers, phones
+
+
+@dataclass
+class MemoryResult:
+    cards: int
+    seed_s: float
+    db_bytes: int
+    start_s: float
+    idle_kib: dict[str, int]
+    after_kib: dict[str, int]
+    samples_kib: list[int]
+    lookups: Series
+    measured_s: float
+
+
+async def memory_part(args: argparse.Namespace, work_dir: Path) -> MemoryResult:
+    agent = AgentProcess(work_dir, args.log_level)
+    # The first start creates the schema and the phone key; the cards go in while it is stopped.
+    with running(agent):
+        pass
+    started = time.perf_counter()
+    numbers, phones = seed_cards(agent.db_path, args.cards, args.seed)
+    seed_s = time.perf_counter() - started
+    db_bytes = agent.db_path.stat().st_size
+    start_s = agent.start()
+    try:
+        idle = agent.memory_kib()
+        begin = time.perf_counter()
+        deadline = begin + args.memory_duration
+        recorder = Recorder(["lookup"], begin)
+        samples: list[int] = []
+
+        async def looker(till: int) -> None:
+            rng = random.Random(args.seed + till)
+            url = agent.base_url + "/pos/v1/cards/lookup"
+            async with till_session(f"till-{till}") as session:
+                while time.perf_counter() < deadline:
+                    n = rng.randrange(len(numbers))
+                    # Nine lookups in ten by the scanned card, one by the phone the customer says.
+                    body = {"card": numbers[n]} if rng.random() < 0.9 else {"phone": phones[n]}
+                    await recorder.post(session, "lookup", url, body)
+
+        async def sampler() -> None:
+            while time.perf_counter() < deadline:
+                await asyncio.sleep(1)
+                samples.append(agent.memory_kib()["VmRSS"])
+
+        await asyncio.gather(sampler(), *(looker(t) for t in range(1, args.tills + 1)))
+        after = agent.memory_kib()
+    finally:
+        agent.stop()
+    return MemoryResult(
+        args.cards,
+        seed_s,
+        db_bytes,
+        start_s,
+        idle,
+        after,
+        samples,
+        recorder.series["lookup"],
+        time.perf_counter() - begin,
+    )
+
+
+# --- the report --------------------------------------------------------------------------------
+
+
+def mib(kib: int) -> str:
+    return f"{kib / 1024:.1f} MiB"
+
+
+def row(name: str, series: Series) -> str:
+    s = series.summary_ms()
+    return (
+        f"  {name:<26} {len(series.values):>8} {s['p50']:>8.2f} {s['p90']:>8.2f} "
+        f"{s['p99']:>8.2f} {s['max']:>8.2f} {series.errors:>6}"
+    )
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def report(
+    args: argparse.Namespace, load: LoadResult, raw: Series, raw_row_bytes: int, mem: MemoryResult
+) -> bool:
+    series = load.recorder.series
+    requests = sum(len(s.values) for s in series.values())
+    print()
+    print("=" * 78)
+    print(
+        f"store agent benchmark: {args.tills} tills, {args.duration:.0f} s measured "
+        f"(+{args.warmup:.0f} s warm-up), {load.customers} customers, "
+        f"think time {args.think_ms:.0f} ms"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}"
+    )
+    print(NO_REDEMPTION)
+    print()
+    print(
+        f"  {'latency as the till sees it':<26} {'count':>8} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>6}"
+    )
+    print(row("lookup (by card)", series["lookup"]))
+    print(row("calculate", series["calculate"]))
+    print(row("sale commit", series["sale"]))
+    print(row(f"lookup, {mem.cards} cards", mem.lookups))
+    print(row("raw SQLite insert+commit", raw))
+    print()
+    print(
+        f"  throughput: {requests / load.measured_s:.0f} requests/s, "
+        f"{len(series['sale'].values) / load.measured_s:.0f} sales/s "
+        f"({load.sales_committed} sales committed, {load.pending_ops} operations pending upload)"
+    )
+    sale = series["sale"].summary_ms()
+    raw_s = raw.summary_ms()
+    print(
+        f"  sale commit vs raw SQLite commit ({raw_row_bytes}-byte rows, WAL, synchronous=FULL, "
+        f"{len(raw.values)} commits): p50 ×{sale['p50'] / raw_s['p50']:.1f}, "
+        f"p99 ×{sale['p99'] / raw_s['p99']:.1f}"
+    )
+    print(
+        f"  memory, load agent after the run: RSS {mib(load.memory_kib['VmRSS'])}, "
+        f"peak {mib(load.memory_kib['VmHWM'])} (started in {load.start_s:.2f} s)"
+    )
+    print(
+        f"  memory with {mem.cards} cards (database {mem.db_bytes / 2**20:.1f} MiB, seeded in "
+        f"{mem.seed_s:.1f} s, agent started in {mem.start_s:.2f} s): "
+        f"RSS idle {mib(mem.idle_kib['VmRSS'])}, after {len(mem.lookups.values)} lookups in "
+        f"{mem.measured_s:.0f} s {mib(mem.after_kib['VmRSS'])}, peak {mib(mem.after_kib['VmHWM'])}"
+    )
+    if mem.samples_kib:
+        print(
+            f"  RSS during the lookups: {' '.join(f'{k / 1024:.0f}' for k in mem.samples_kib)} MiB"
+        )
+    errors = sum(s.errors for s in series.values()) + mem.lookups.errors
+    for s in [*series.values(), mem.lookups]:
+        for sample in s.error_samples:
+            print(f"  error ({s.name}): {sample}")
+    print()
+    goals = [
+        ("lookup p99 ≤ 2 ms", series["lookup"].summary_ms()["p99"], GOAL_LOOKUP_P99_MS),
+        (
+            f"lookup p99 ≤ 2 ms ({mem.cards} cards)",
+            mem.lookups.summary_ms()["p99"],
+            GOAL_LOOKUP_P99_MS,
+        ),
+        ("calculate p99 ≤ 2 ms", series["calculate"].summary_ms()["p99"], GOAL_CALCULATE_P99_MS),
+        ("sale commit p99 ≤ 5 ms", sale["p99"], GOAL_SALE_P99_MS),
+    ]
+    passed = errors == 0
+    print("goals (from the issue):")
+    for name, value, limit in goals:
+        ok = value <= limit
+        passed = passed and ok
+        print(f"  {name:<32} {value:8.2f} ms  {verdict(ok)}")
+    if errors:
+        print(f"  {errors} requests failed: FAIL")
+    print("=" * 78)
+    return passed
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    root = Path(tempfile.mkdtemp(prefix="agent-bench-", dir=args.dir))
+    print(f"working in {root}")
+    try:
+        (root / "load").mkdir()
+        (root / "memory").mkdir()
+        print(
+            f"part 1: {args.tills} tills for {args.warmup:.0f}+{args.duration:.0f} s …", flush=True
+        )
+        load = await load_part(args, root / "load")
+        row_bytes = journal_row_bytes(root / "load" / "data" / "agent.sqlite3")
+        print(f"part 2: {args.raw_iterations} raw SQLite commits …", flush=True)
+        raw = raw_sqlite_commits(root / "raw.sqlite3", args.raw_iterations, row_bytes)
+        print(f"part 3: {args.cards} cards, lookups for {args.memory_duration:.0f} s …", flush=True)
+        mem = await memory_part(args, root / "memory")
+        return 0 if report(args, load, raw, row_bytes, mem) else 1
+    finally:
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds of load")
+    parser.add_argument("--tills", type=int, default=8, help="concurrent tills")
+    parser.add_argument("--cards", type=int, default=100_000, help="cards for the memory part")
+    parser.add_argument("--customers", type=int, default=500, help="customers for the load part")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument(
+        "--think-ms", type=float, default=0.0, help="mean pause between a till's customers"
+    )
+    parser.add_argument(
+        "--memory-duration", type=float, default=15.0, help="seconds of lookups with many cards"
+    )
+    parser.add_argument(
+        "--raw-iterations", type=int, default=2000, help="raw SQLite commits to time"
+    )
+    parser.add_argument(
+        "--dir", default=None, help="where the temporary databases go (the filesystem measured)"
+    )
+    parser.add_argument("--log-level", default="INFO", help="the agent's log level")
+    parser.add_argument("--seed", type=int, default=secrets.randbelow(2**31), help="random seed")
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    return asyncio.run(main_async(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The central server's sync endpoints for stores (``/sync/v1``)."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from central import feed
+from central.db import Database, head_cursor
+from central.program import current_settings
+from central.stores import Store, authenticate
+from central.sync import upload
+from shared.errors import BonusError, ErrorCode
+from shared.lots import local_date
+from shared.protocol import (
+    CHANGES_PAGE_MAX,
+    PROTOCOL_HEADER,
+    PROTOCOL_MAX,
+    PROTOCOL_MIN,
+    STORE_HEADER,
+    ChangesResponse,
+    Hello,
+    SnapshotHeader,
+    UploadRequest,
+)
+from shared.web import Handler, model_response, parse_body
+
+DB_KEY = web.AppKey("db", Database)
+PHONE_KEY = web.AppKey("phone_key", bytes)
+STORE_KEY = web.RequestKey("store", Store)
+#: Cards per query while streaming a snapshot.
+SNAPSHOT_CHUNK = 5000
+
+
+def now() -> datetime:
+    """The central server's clock: the reference time of the whole chain."""
+    return datetime.now(UTC)
+
+
+@web.middleware
+async def store_auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Stores prove who they are with their token and speak a protocol version we accept."""
+    if not request.path.startswith("/sync/"):
+        return await handler(request)
+    version_text = request.headers.get(PROTOCOL_HEADER, "")
+    if not version_text.isdigit() or not PROTOCOL_MIN <= int(version_text) <= PROTOCOL_MAX:
+        raise BonusError(
+            ErrorCode.PROTOCOL_VERSION,
+            protocol_min=PROTOCOL_MIN,
+            protocol_max=PROTOCOL_MAX,
+            given=version_text or None,
+        )
+    store_id = request.headers.get(STORE_HEADER, "")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if not store_id or scheme.lower() != "bearer" or not token:
+        raise BonusError(ErrorCode.UNAUTHORIZED)
+    async with request.app[DB_KEY].read() as conn:
+        store = await authenticate(conn, store_id, token)
+    if store is None:
+        raise BonusError(ErrorCode.UNAUTHORIZED)
+    request[STORE_KEY] = store
+    return await handler(request)
+
+
+async def hello(request: web.Request) -> web.Response:
+    store = request[STORE_KEY]
+    async with request.app[DB_KEY].read() as conn:
+        head = await head_cursor(conn)
+    return model_response(
+        Hello(
+            protocol_min=PROTOCOL_MIN,
+            protocol_max=PROTOCOL_MAX,
+            server_time=now(),
+            store_id=store.store_id,
+            phone_key=request.app[PHONE_KEY].hex(),
+            last_applied_seq=store.last_applied_seq,
+            head_cursor=head,
+        )
+    )
+
+
+async def upload_batch(request: web.Request) -> web.Response:
+    batch = await parse_body(request, UploadRequest)
+    store = request[STORE_KEY]
+    for op in batch.ops:
+        if op.payload.get("card") != op.card:
+            raise BonusError(ErrorCode.VALIDATION_ERROR, reason="payload card differs", seq=op.seq)
+    result = await upload(request.app[DB_KEY], store.store_id, batch, now(), request.app[PHONE_KEY])
+    return model_response(result)
+
+
+def _int_param(request: web.Request, name: str, default: int, maximum: int | None = None) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise BonusError(ErrorCode.VALIDATION_ERROR, field=name)
+    value = int(text)
+    return min(value, maximum) if maximum is not None else value
+
+
+async def changes(request: web.Request) -> web.Response:
+    """Card states changed after a cursor, and the settings if they changed."""
+    cursor = _int_param(request, "cursor", 0)
+    after_card = request.query.get("card") or None
+    limit = max(1, _int_param(request, "limit", 1000, CHANGES_PAGE_MAX))
+    async with request.app[DB_KEY].read() as conn:
+        head = await head_cursor(conn)
+        settings, settings_cursor = await current_settings(conn)
+        rows = await feed.changed_cards(conn, cursor, after_card, limit)
+        states = await feed.card_states(conn, rows, local_date(now(), settings.zone))
+    more = len(rows) == limit
+    if rows:
+        next_cursor, next_card = rows[-1].cursor, (rows[-1].number if more else None)
+        if not more:
+            next_cursor = max(next_cursor, head)
+    else:
+        next_cursor, next_card = max(cursor, head), None
+    return model_response(
+        ChangesResponse(
+            cards=states,
+            settings=settings if settings_cursor > cursor or cursor == 0 else None,
+            next_cursor=next_cursor,
+            next_card=next_card,
+            more=more,
+            head_cursor=head,
+            server_time=now(),
+        )
+    )
+
+
+async def snapshot(request: web.Request) -> web.StreamResponse:
+    """Every card, as gzip-compressed JSON lines, from one consistent read."""
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}
+    )
+    await response.prepare(request)
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    async with request.app[DB_KEY].read() as conn:
+        # One transaction: the cursor and the cards are of the same moment.
+        head = await head_cursor(conn)
+        settings, _ = await current_settings(conn)
+        today = local_date(now(), settings.zone)
+        header = SnapshotHeader(
+            cursor=head,
+            settings=settings,
+            phone_key=request.app[PHONE_KEY].hex(),
+            cards=0,
+            server_time=now(),
+        )
+        await response.write(compressor.compress(header.model_dump_json().encode() + b"\n"))
+        after: str | None = None
+        while True:
+            rows = await feed.cards_page(conn, after, SNAPSHOT_CHUNK)
+            if not rows:
+                break
+            states = await feed.card_states(conn, rows, today)
+            chunk = b"".join(state.model_dump_json().encode() + b"\n" for state in states)
+            await response.write(compressor.compress(chunk))
+            after = rows[-1].number
+    await response.write(compressor.flush())
+    await response.write_eof()
+    return response
+
+
+def add_sync_routes(app: web.Application) -> None:
+    """The store-facing endpoints."""
+    app.router.add_get("/sync/v1/hello", hello)
+    app.router.add_post("/sync/v1/upload", upload_batch)
+    app.router.add_get("/sync/v1/changes", changes)
+    app.router.add_get("/sync/v1/snapshot", snapshot)

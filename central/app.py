@@ -1,0 +1,81 @@
+"""The central server's application factory and its daily expiry task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+
+from central.api import DB_KEY, PHONE_KEY, add_sync_routes, store_auth_middleware
+from central.config import CentralConfig
+from central.db import Database, migrate
+from central.expiry import expire
+from central.program import current_settings
+from central.sync import phone_key
+from shared.lots import local_date
+from shared.web import REQUEST_TIMEOUT_KEY, error_middleware, json_response
+
+log = logging.getLogger(__name__)
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the database answers."""
+    async with request.app[DB_KEY].read() as conn:
+        await conn.exec_driver_sql("SELECT 1")
+    return json_response({"status": "ok"})
+
+
+def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Application:
+    """The central server: sync endpoints for stores, and the daily expiry."""
+    app = web.Application(
+        middlewares=[error_middleware, store_auth_middleware],
+        client_max_size=config.request_body_bytes_max,
+    )
+    app[REQUEST_TIMEOUT_KEY] = lambda: 120.0
+    app.router.add_get("/health", health)
+    add_sync_routes(app)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        db = Database(config.database_url)
+        await migrate(db.engine)
+        app[DB_KEY] = db
+        app[PHONE_KEY] = await phone_key(db)
+        tasks = []
+        if run_expiry:
+            tasks.append(asyncio.create_task(_daily_expiry(db, config.expiry_hour), name="expiry"))
+        log.info("central server ready on %s:%s", config.listen_host, config.listen_port)
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await db.close()
+
+    app.cleanup_ctx.append(resources)
+    return app
+
+
+async def _daily_expiry(db: Database, hour: int) -> None:
+    """Burn expired lots once a day at ``hour`` in the program's time zone, and at start-up."""
+    while True:
+        try:
+            async with db.read() as conn:
+                settings, _ = await current_settings(conn)
+            now = datetime.now(UTC)
+            await expire(db, local_date(now, settings.zone), now)
+            local_now = now.astimezone(settings.zone)
+            next_run = local_now.replace(hour=hour, minute=0, second=0, microsecond=0)
+            if next_run <= local_now:
+                next_run += timedelta(days=1)
+            await asyncio.sleep((next_run - local_now).total_seconds())
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("expiry job failed; retrying in 10 minutes")
+            await asyncio.sleep(600)

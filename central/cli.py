@@ -1,0 +1,216 @@
+"""``bonus-central``: serve, migrate, stores, settings, expiry and the invariant check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from agent.logs import setup_logging
+from agent.notify import SystemdNotifier
+from central import stores
+from central.app import create_app
+from central.config import CentralConfig, ConfigError, load_config
+from central.db import Database, migrate
+from central.expiry import expire
+from central.invariants import check_invariants
+from central.program import current_settings, set_settings
+from shared.lots import local_date
+
+log = logging.getLogger("central")
+
+
+def _sqlite_dir(config: CentralConfig) -> None:
+    prefix = "sqlite+aiosqlite:///"
+    if config.database_url.startswith(prefix):
+        Path(config.database_url[len(prefix) :]).parent.mkdir(parents=True, exist_ok=True)
+
+
+async def _with_db(config: CentralConfig, work: Callable[[Database], Awaitable[int]]) -> int:
+    _sqlite_dir(config)
+    db = Database(config.database_url)
+    try:
+        await migrate(db.engine)
+        return await work(db)
+    finally:
+        await db.close()
+
+
+async def serve(config: CentralConfig) -> None:
+    """Run until SIGTERM or SIGINT."""
+    _sqlite_dir(config)
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
+    notifier = SystemdNotifier()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    notifier.ready()
+    try:
+        await stop.wait()
+    finally:
+        notifier.stopping()
+        await runner.cleanup()
+        notifier.close()
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``bonus-central``."""
+    parser = argparse.ArgumentParser(
+        prog="bonus-central", description="Pharmacy bonus central server"
+    )
+    parser.add_argument("--config", help="TOML configuration file (or BONUS_CENTRAL_CONFIG)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve stores (and run the daily expiry)")
+    commands.add_parser("migrate", help="create or upgrade the database schema")
+    store = commands.add_parser("store", help="the registry of stores")
+    store_commands = store.add_subparsers(dest="store_command", required=True)
+    add = store_commands.add_parser("add", help="register a store and print its token once")
+    add.add_argument("store_id")
+    add.add_argument("--name", required=True)
+    add.add_argument("--address")
+    add.add_argument("--opening-hours")
+    add.add_argument("--phone")
+    rotate = store_commands.add_parser("rotate-token", help="give a store a new token")
+    rotate.add_argument("store_id")
+    store_commands.add_parser("list", help="stores and their last sync")
+    expire_parser = commands.add_parser("expire", help="burn expired points now")
+    expire_parser.add_argument(
+        "--as-of", type=date.fromisoformat, help="YYYY-MM-DD (default today)"
+    )
+    settings = commands.add_parser("settings", help="program settings")
+    settings_commands = settings.add_subparsers(dest="settings_command", required=True)
+    settings_commands.add_parser("show", help="the settings in force")
+    set_parser = settings_commands.add_parser("set", help="a new settings version: KEY=VALUE …")
+    set_parser.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
+    commands.add_parser("check", help="check the ledger's invariants")
+    args = parser.parse_args(argv)
+
+    path = args.config or os.environ.get("BONUS_CENTRAL_CONFIG")
+    try:
+        config = load_config(Path(path) if path else None)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, as_json=config.log_json)
+    now = datetime.now(UTC)
+
+    if args.command == "serve":
+        asyncio.run(serve(config))
+        return 0
+    if args.command == "migrate":
+        return asyncio.run(_with_db(config, lambda db: _done("schema is up to date")))
+    if args.command == "store":
+        return asyncio.run(_with_db(config, lambda db: _store_command(db, args, now)))
+    if args.command == "expire":
+        return asyncio.run(_with_db(config, lambda db: _expire(db, args.as_of, now)))
+    if args.command == "settings":
+        return asyncio.run(_with_db(config, lambda db: _settings_command(db, args, now)))
+    return asyncio.run(_with_db(config, _check))
+
+
+async def _done(message: str) -> int:
+    print(message)
+    return 0
+
+
+async def _store_command(db: Database, args: argparse.Namespace, now: datetime) -> int:
+    if args.store_command == "add":
+        try:
+            async with db.write() as conn:
+                token = await stores.add_store(
+                    conn,
+                    args.store_id,
+                    args.name,
+                    now,
+                    address=args.address,
+                    opening_hours=args.opening_hours,
+                    phone=args.phone,
+                )
+        except stores.StoreExists:
+            print(f"store {args.store_id} already exists", file=sys.stderr)
+            return 1
+        print(token)
+        return 0
+    if args.store_command == "rotate-token":
+        async with db.write() as conn:
+            new_token = await stores.rotate_token(conn, args.store_id)
+        if new_token is None:
+            print(f"no store {args.store_id}", file=sys.stderr)
+            return 1
+        print(new_token)
+        return 0
+    async with db.read() as conn:
+        for row in await stores.list_stores(conn):
+            print(json.dumps(row, ensure_ascii=False))
+    return 0
+
+
+async def _expire(db: Database, as_of: date | None, now: datetime) -> int:
+    async with db.read() as conn:
+        settings, _ = await current_settings(conn)
+    day = as_of or local_date(now, settings.zone)
+    cards, burned = await expire(db, day, now)
+    print(f"expired as of {day}: {cards} cards, {burned / 100:.2f} points burned")
+    return 0
+
+
+async def _settings_command(db: Database, args: argparse.Namespace, now: datetime) -> int:
+    if args.settings_command == "show":
+        async with db.read() as conn:
+            settings, _ = await current_settings(conn)
+        print(settings.model_dump_json(indent=2))
+        return 0
+    changes = {}
+    for assignment in args.assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep:
+            print(f"expected KEY=VALUE, got {assignment!r}", file=sys.stderr)
+            return 2
+        changes[key] = _parse_value(value)
+    try:
+        async with db.write() as conn:
+            new = await set_settings(conn, changes, now, by="cli")
+    except ValidationError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    print(f"settings version {new.version} is in force")
+    return 0
+
+
+async def _check(db: Database) -> int:
+    async with db.read() as conn:
+        report = await check_invariants(conn)
+    print(
+        f"cards checked: {report.cards_checked}; transactions {report.transactions_total_kop / 100:.2f} = "
+        f"remainders {report.remainders_total_kop / 100:.2f} − debt {report.debt_total_kop / 100:.2f}"
+    )
+    for problem in report.problems:
+        print("PROBLEM:", problem)
+    print("ok" if report.ok else "INVARIANTS BROKEN")
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""The central server's configuration: a TOML file plus ``BONUS_CENTRAL_*`` environment overrides."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+ENV_PREFIX = "BONUS_CENTRAL_"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used."""
+
+
+class CentralConfig(BaseModel):
+    """Everything the central server needs to run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    database_url: str = Field(
+        "sqlite+aiosqlite:///var/central/central.sqlite3",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///PATH (default) or postgresql+asyncpg://…",
+    )
+    listen_host: str = Field("127.0.0.1", description="Address the server listens on.")
+    listen_port: int = Field(8780, ge=1, le=65535, description="Port of the server.")
+    expiry_hour: int = Field(
+        1, ge=0, le=23, description="Hour of the day (program time zone) when the expiry job runs."
+    )
+    request_body_bytes_max: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body accepted."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Log level."
+    )
+    log_json: bool = Field(False, description="Write logs as JSON lines.")
+    authorization_hold_s: int = Field(
+        120,
+        ge=10,
+        le=3600,
+        description="How long an online redemption authorisation sets points aside.",
+    )
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> CentralConfig:
+    """Read the TOML file (if any) and apply environment overrides."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"configuration file {path}: {exc}") from exc
+    env = os.environ if environ is None else environ
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
+            data[name[len(ENV_PREFIX) :].lower()] = value
+    try:
+        return CentralConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc

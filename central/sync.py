@@ -1,0 +1,148 @@
+"""The store-facing side of the central server: exactly-once upload of journal batches."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from central import schema
+from central.apply import ApplyContext, apply_op, load_for_batch, write_receipts
+from central.db import Database, head_cursor
+from central.ledger import LedgerTx
+from central.program import current_settings
+from shared.errors import BonusError, ErrorCode
+from shared.protocol import Op, OpResult, UploadRequest, UploadResponse
+
+log = logging.getLogger(__name__)
+
+
+class SyncGap(BonusError):
+    """A batch that starts after the next expected sequence number."""
+
+
+async def phone_key(db: Database) -> bytes:
+    """The chain-wide key of phone hashes."""
+    async with db.read() as conn:
+        value = await conn.scalar(
+            sa.select(schema.meta.c.value).where(schema.meta.c.key == "phone_key")
+        )
+    assert value is not None, "migrate creates the phone key"
+    return bytes.fromhex(value)
+
+
+async def upload(
+    db: Database, store_id: str, batch: UploadRequest, now: datetime, key: bytes
+) -> UploadResponse:
+    """Apply a batch exactly once: duplicates answer their original results, a gap is refused."""
+    ops = sorted(batch.ops, key=lambda op: op.seq)
+    for previous, following in itertools.pairwise(ops):
+        if following.seq != previous.seq + 1:
+            raise BonusError(
+                ErrorCode.VALIDATION_ERROR, reason="a batch has no gaps", seq=following.seq
+            )
+    async with db.write() as conn:
+        query = sa.select(schema.stores.c.last_applied_seq).where(
+            schema.stores.c.store_id == store_id
+        )
+        if not db.sqlite:
+            query = query.with_for_update()
+        last_applied = int(await conn.scalar(query) or 0)
+        if ops[0].seq > last_applied + 1:
+            raise BonusError(
+                ErrorCode.VALIDATION_ERROR,
+                "Пропуск в последовательности операций магазина",
+                reason="sync_gap",
+                resume_from=last_applied + 1,
+            )
+        duplicates = [op for op in ops if op.seq <= last_applied]
+        fresh = [op for op in ops if op.seq > last_applied]
+        results: list[OpResult] = []
+        if duplicates:
+            results.extend(await _original_results(conn, store_id, duplicates))
+        checkpoint = 0
+        if fresh:
+            settings, _ = await current_settings(conn)
+            tx = LedgerTx(conn, now, lock=not db.sqlite)
+            ctx = ApplyContext(store_id, settings, key, now, {}, set())
+            await load_for_batch(tx, ctx, fresh)
+            fresh_results = [await apply_op(tx, ctx, op) for op in fresh]
+            await write_receipts(conn, ctx)
+            await conn.execute(
+                schema.store_ops.insert(),
+                [
+                    {
+                        "store_id": store_id,
+                        "seq": op.seq,
+                        "op_id": op.op_id,
+                        "kind": op.kind,
+                        "card": op.card,
+                        "status": result.status,
+                        "reason": result.reason,
+                        "debt_added_kop": result.debt_added_kop,
+                        "received_at": now,
+                    }
+                    for op, result in zip(fresh, fresh_results, strict=True)
+                ],
+            )
+            checkpoint = await tx.flush()
+            await conn.execute(
+                schema.stores.update()
+                .where(schema.stores.c.store_id == store_id)
+                .values(last_applied_seq=fresh[-1].seq)
+            )
+            results.extend(fresh_results)
+            rejected = [r for r in fresh_results if r.status == "rejected"]
+            if rejected:
+                log.warning(
+                    "store %s: %d operations rejected, first: %s",
+                    store_id,
+                    len(rejected),
+                    rejected[0].reason,
+                )
+        if not checkpoint:
+            checkpoint = await head_cursor(conn)
+        return UploadResponse(
+            acked_seq=max(last_applied, ops[-1].seq),
+            results=results,
+            checkpoint=checkpoint,
+            server_time=now,
+        )
+
+
+async def _original_results(conn: AsyncConnection, store_id: str, ops: list[Op]) -> list[OpResult]:
+    rows = {
+        row.seq: row
+        for row in (
+            await conn.execute(
+                sa.select(schema.store_ops).where(
+                    schema.store_ops.c.store_id == store_id,
+                    schema.store_ops.c.seq.in_([op.seq for op in ops]),
+                )
+            )
+        ).all()
+    }
+    results = []
+    for op in ops:
+        row = rows.get(op.seq)
+        if row is None or row.op_id != op.op_id:
+            # The store sends another operation under a number already applied: its journal
+            # was replaced. Refuse rather than guess; the office has to look at it.
+            raise BonusError(
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                reason="sequence number already used by another operation",
+                seq=op.seq,
+            )
+        results.append(
+            OpResult(
+                seq=op.seq,
+                op_id=op.op_id,
+                status=row.status,
+                reason=row.reason,
+                debt_added_kop=row.debt_added_kop,
+            )
+        )
+    return results

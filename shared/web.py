@@ -1,0 +1,110 @@
+"""The error shape over HTTP, shared by the agent's and the central server's aiohttp apps.
+
+The one module of ``shared/`` that knows aiohttp: it maps requests to answers and does no I/O
+of its own, so that both servers render every failure the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from shared.errors import BonusError, ErrorCode
+
+log = logging.getLogger(__name__)
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: How long one request may take before it is answered with ``service_busy`` (read per request,
+#: so a configuration reload applies to the next request).
+REQUEST_TIMEOUT_KEY: web.AppKey[Callable[[], float]] = web.AppKey("request_timeout_s")
+
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+}
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """A JSON answer, UTF-8, Cyrillic as it is."""
+    return web.Response(
+        text=json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def model_response(model: BaseModel, status: int = 200) -> web.Response:
+    """A pydantic model as a JSON answer."""
+    return web.Response(
+        text=model.model_dump_json(), status=status, content_type="application/json"
+    )
+
+
+def error_response(error: BonusError) -> web.Response:
+    """An expected failure in the one error shape."""
+    return json_response(error.to_body(), status=error.http_status)
+
+
+def _validation_details(exc: ValidationError) -> dict[str, Any]:
+    return {
+        "errors": [
+            {"field": ".".join(str(part) for part in item["loc"]), "problem": item["msg"]}
+            for item in exc.errors(include_url=False, include_input=False)
+        ][:20]
+    }
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Render every failure in the error shape; bad input is a 4xx, never a 5xx."""
+    try:
+        timeout = request.app.get(REQUEST_TIMEOUT_KEY)
+        async with asyncio.timeout(timeout() if timeout else 60.0):
+            return await handler(request)
+    except BonusError as exc:
+        return error_response(exc)
+    except ValidationError as exc:
+        return error_response(BonusError(ErrorCode.VALIDATION_ERROR, **_validation_details(exc)))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, ErrorCode.VALIDATION_ERROR)
+        return error_response(BonusError(code))
+    except TimeoutError:
+        log.warning("request %s %s took too long", request.method, request.path)
+        return error_response(BonusError(ErrorCode.SERVICE_BUSY, reason="timeout"))
+    except Exception:
+        log.exception("unexpected failure in %s %s", request.method, request.path)
+        return error_response(BonusError(ErrorCode.INTERNAL_ERROR))
+
+
+def parse_json(raw: bytes) -> dict[str, Any]:
+    """A JSON object from a body; numbers are read as exact decimals."""
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_float=Decimal, parse_constant=_no_constants)
+    except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
+        raise BonusError(
+            ErrorCode.VALIDATION_ERROR, reason=f"body is not valid JSON: {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise BonusError(ErrorCode.VALIDATION_ERROR, reason="body must be a JSON object")
+    return data
+
+
+async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
+    """The request body validated as the given model."""
+    return model.model_validate(parse_json(await request.read()))
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a number")
