@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m devrun
+	$(BIN)/python scripts/run_local.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

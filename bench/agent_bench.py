@@ -317,6 +317,32 @@ async def till_loop(
     return sales
 
 
+async def profile(agent: AgentProcess, output: str, delay_s: float, duration_s: float) -> None:
+    """Sample the agent with py-spy over the measured window (collapsed stacks, per thread)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    assert agent.proc is not None
+    await asyncio.sleep(delay_s)
+    proc = await asyncio.create_subprocess_exec(
+        py_spy,
+        "record",
+        "--pid",
+        str(agent.proc.pid),
+        "--duration",
+        str(max(1, int(duration_s))),
+        "--rate",
+        "250",
+        "--threads",
+        "--format",
+        "raw",
+        "--output",
+        output,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    if await proc.wait() != 0:
+        print("py-spy failed (is it installed? .venv/bin/pip install py-spy)", file=sys.stderr)
+
+
 @dataclass
 class LoadResult:
     recorder: Recorder
@@ -337,12 +363,17 @@ async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
         warm_until = now + args.warmup
         deadline = warm_until + args.duration
         recorder = Recorder(["lookup", "calculate", "sale"], warm_until)
+        profiler = None
+        if args.profile:
+            profiler = asyncio.create_task(profile(agent, args.profile, args.warmup, args.duration))
         sales = await asyncio.gather(
             *(
                 till_loop(agent, till, cards, recorder, deadline, args.think_ms / 1000, till)
                 for till in range(1, args.tills + 1)
             )
         )
+        if profiler is not None:
+            await profiler
         memory = agent.memory_kib()
         async with (
             aiohttp.ClientSession() as session,
@@ -673,6 +704,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="INFO", help="the agent's log level")
     parser.add_argument("--seed", type=int, default=secrets.randbelow(2**31), help="random seed")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="record the load part's agent with py-spy into PATH (collapsed stacks)",
+    )
     return parser.parse_args(argv)
 
 

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.app import create_app
+from agent.clock import FakeClock
 from agent.freshness import REBOOT_SLACK_S, SyncMark, is_fresh, sync_age_s
+from agent.routes import CTX_KEY
+from tests.agent.conftest import ClientFactory, make_config
 
 SYNC_WALL = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 MARK = SyncMark(
@@ -68,7 +73,8 @@ def test_same_boot_age_is_the_monotonic_time_whatever_the_wall_says(
     elapsed_s: float, jump_s: float
 ) -> None:
     wall_now = SYNC_WALL + timedelta(seconds=elapsed_s + jump_s)
-    assert age(monotonic_s=1000.0 + elapsed_s, wall_now=wall_now) == elapsed_s
+    monotonic_s = 1000.0 + elapsed_s
+    assert age(monotonic_s=monotonic_s, wall_now=wall_now) == monotonic_s - 1000.0
 
 
 def test_a_monotonic_clock_behind_the_mark_is_unknown() -> None:
@@ -131,3 +137,30 @@ def test_is_fresh(age_s: float | None, fresh: bool) -> None:
 
 def test_a_sync_mark_survives_its_json_form() -> None:
     assert SyncMark.from_json(MARK.to_json()) == MARK
+
+
+# --- through the agent: a restart after a reboot ------------------------------------------------
+
+
+async def test_the_agent_after_a_reboot(tmp_path: Path, aiohttp_client: ClientFactory) -> None:
+    clock = FakeClock()
+    config = make_config(tmp_path)
+    first = await aiohttp_client(create_app(config, clock=clock))
+    await first.app[CTX_KEY].record_sync(clock.now())
+    synced_at = clock.now()
+    clock.advance(600)
+    await first.close()
+    clock.reboot("boot-2")
+    clock.advance(60)
+
+    second = await aiohttp_client(create_app(config, clock=clock))
+    status = await (await second.get("/pos/v1/status")).json()
+    # The monotonic clock restarted; the wall clock says 11 minutes since the sync.
+    assert status["sync_age_s"] == 660
+    assert status["redemption_allowed"] is True
+    # The store's clock is set back after the reboot: behind what the agent has seen, so stale.
+    clock.set_wall(synced_at + timedelta(seconds=60))
+    status = await (await second.get("/pos/v1/status")).json()
+    assert status["sync_age_s"] is None
+    assert status["redemption_allowed"] is False
+    assert status["redemption_refusal"]["code"] == "redemption_stale_sync"
