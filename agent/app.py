@@ -57,10 +57,12 @@ def create_app(
         app[OPS_KEY] = Operations(ctx)
         app[VERIFY_KEY] = Verifications(ctx, make_provider(config.provider, session))
         tasks = [asyncio.create_task(_high_water_loop(ctx), name="high-water")]
-        syncer = Syncer(ctx, CentralClient(ctx, session))
+        client = CentralClient(ctx, session)
+        syncer = Syncer(ctx, client)
         app[SYNCER_KEY] = syncer
         if config.central_token.get_secret_value():
             ctx.quick_round = syncer.quick_round
+            ctx.central = client.authorize
             tasks.append(asyncio.create_task(syncer.run(), name="sync"))
         else:
             log.warning("no central_token configured: this agent will not sync")

@@ -19,10 +19,13 @@ from agent.freshness import SyncMark, is_fresh, sync_age_s
 from agent.models import Refusal
 from shared.errors import MESSAGES_RU, BonusError, ErrorCode
 from shared.lots import local_date
+from shared.protocol import AuthorizeRequest, AuthorizeResponse
 from shared.settings import ProgramSettings
 
 #: A quick sync round the agent may try before refusing a redemption for staleness.
 QuickRound = Callable[[float], Awaitable[bool]]
+#: Ask the central server to authorise a redemption; None when it did not answer in time.
+CentralAuthorize = Callable[[AuthorizeRequest], Awaitable[AuthorizeResponse | None]]
 
 
 def request_hash(body: dict[str, Any]) -> str:
@@ -49,6 +52,7 @@ class AgentContext:
     phone_key: bytes = b""
     freshness: Freshness = field(default_factory=lambda: Freshness(None, None))
     quick_round: QuickRound | None = None
+    central: CentralAuthorize | None = None
     online: bool = False
     last_upload_error: str | None = None
     last_download_error: str | None = None

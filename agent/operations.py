@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from uuid6 import uuid7
 
 from agent import store
+from agent.authorization import authorize_online, check_offline_caps
 from agent.context import AgentContext, refusal_body, request_hash
 from agent.models import (
     BalanceOut,
@@ -241,14 +242,30 @@ class Operations:
         needs_code = self.ctx.settings.redemption_confirmation == "code"
         if request.redeem > 0 and needs_code and request.verification_id is None:
             raise BonusError(ErrorCode.VERIFICATION_REQUIRED)
+        authorization_id: str | None = None
+        if request.redeem > 0:
+            # While the central server answers, the chain-wide balance decides (two stores
+            # cannot spend the same points); otherwise the store's own rules and offline caps.
+            card = await self._card(self.ctx.db.reader, request.card)
+            decision = await authorize_online(
+                self.ctx,
+                card.number,
+                request.redeem,
+                f"{self.ctx.config.store_id}:{request.receipt_id}",
+            )
+            authorization_id = decision.authorization_id
         async with self.ctx.db.write() as conn:
             replayed = await self._replay(conn, "sale", request.receipt_id, fingerprint)
             if replayed is not None:
                 return replayed
-            return await self._commit_sale(conn, request, fingerprint)
+            return await self._commit_sale(conn, request, fingerprint, authorization_id)
 
     async def _commit_sale(
-        self, conn: aiosqlite.Connection, request: SaleRequest, fingerprint: str
+        self,
+        conn: aiosqlite.Connection,
+        request: SaleRequest,
+        fingerprint: str,
+        authorization_id: str | None,
     ) -> dict[str, Any]:
         ctx = self.ctx
         card = await self._card(conn, request.card)
@@ -260,6 +277,8 @@ class Operations:
         if request.redeem > 0 and ctx.settings.redemption_confirmation == "code":
             assert request.verification_id is not None
             await self._use_verification(conn, request.verification_id, card.number)
+        if request.redeem > 0 and authorization_id is None:
+            await check_offline_caps(ctx, conn, card.number, request.redeem, today)
         current = balance(wallet, today, now)
         lines = _lines(request.lines)
         result = calculate(lines, ctx.settings, current.available_kop, request.redeem)
@@ -316,6 +335,7 @@ class Operations:
             "day": today.isoformat(),
             "lines": sold,
             "hold_id": request.hold_id,
+            "authorization_id": authorization_id,
             "cashier": request.cashier,
             "settings_version": ctx.settings.version,
             "accrual_lot": accrual_lot_id,

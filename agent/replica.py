@@ -46,6 +46,9 @@ def rebase(wallet: Wallet, entry: store.JournalEntry, now: datetime) -> Wallet:
         day = date.fromisoformat(payload["day"])
         if payload.get("hold_id"):
             wallet = drop_hold(wallet, payload["hold_id"])
+        if payload.get("authorization_id"):
+            # The central server set the redeemed points aside for this very sale.
+            wallet = drop_hold(wallet, f"auth:{payload['authorization_id']}")
         redeemed = int(effect.get("redeemed", 0))
         usable = balance(wallet, day, now).usable_kop
         taken = min(redeemed, usable)

@@ -27,6 +27,8 @@ from shared.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     STORE_HEADER,
+    AuthorizeRequest,
+    AuthorizeResponse,
     CardState,
     ChangesResponse,
     Hello,
@@ -99,6 +101,31 @@ class CentralClient:
     async def upload(self, ops: list[Op]) -> UploadResponse:
         body = UploadRequest(ops=ops).model_dump(mode="json")
         return UploadResponse.model_validate(await self._call("POST", "/sync/v1/upload", json=body))
+
+    async def authorize(self, request: AuthorizeRequest) -> AuthorizeResponse | None:
+        """Ask for an online authorisation within the short timeout; None when there is no
+        answer in time (the caller falls back to the offline rules)."""
+        timeout = aiohttp.ClientTimeout(total=self.ctx.config.online_authorization_timeout_s)
+        try:
+            async with self.session.post(
+                self._url("/sync/v1/authorize"),
+                headers=self._headers(),
+                timeout=timeout,
+                json=request.model_dump(mode="json"),
+            ) as response:
+                body = await response.json(content_type=None)
+                if response.status >= 400:
+                    error = CentralRefused(response.status, body)
+                    if error.code in ("card_not_found",):
+                        # Registered here and not yet uploaded: the central server cannot judge.
+                        return None
+                    log.warning("authorisation refused: %s", error)
+                    return None
+                self.ctx.online = True
+                return AuthorizeResponse.model_validate(body)
+        except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError) as exc:
+            log.info("authorisation request failed: %s", type(exc).__name__)
+            return None
 
     async def changes(self, cursor: int, card: str | None) -> ChangesResponse:
         params = {"cursor": str(cursor), "limit": str(PULL_PAGE_CARDS)}

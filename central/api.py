@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 
 from central import feed
+from central.authorize import authorize
 from central.db import Database, head_cursor
 from central.program import current_settings
 from central.stores import Store, authenticate
@@ -20,6 +21,7 @@ from shared.protocol import (
     PROTOCOL_MAX,
     PROTOCOL_MIN,
     STORE_HEADER,
+    AuthorizeRequest,
     ChangesResponse,
     Hello,
     SnapshotHeader,
@@ -30,6 +32,7 @@ from shared.web import Handler, model_response, parse_body
 DB_KEY = web.AppKey("db", Database)
 PHONE_KEY = web.AppKey("phone_key", bytes)
 STORE_KEY = web.RequestKey("store", Store)
+AUTH_HOLD_KEY = web.AppKey("authorization_hold_s", int)
 #: Cards per query while streaming a snapshot.
 SNAPSHOT_CHUNK = 5000
 
@@ -165,8 +168,17 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def authorize_redemption(request: web.Request) -> web.Response:
+    body = await parse_body(request, AuthorizeRequest)
+    result = await authorize(
+        request.app[DB_KEY], request[STORE_KEY].store_id, body, now(), request.app[AUTH_HOLD_KEY]
+    )
+    return model_response(result)
+
+
 def add_sync_routes(app: web.Application) -> None:
     """The store-facing endpoints."""
+    app.router.add_post("/sync/v1/authorize", authorize_redemption)
     app.router.add_get("/sync/v1/hello", hello)
     app.router.add_post("/sync/v1/upload", upload_batch)
     app.router.add_get("/sync/v1/changes", changes)

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from central.api import DB_KEY, PHONE_KEY, add_sync_routes, store_auth_middleware
+from central.api import AUTH_HOLD_KEY, DB_KEY, PHONE_KEY, add_sync_routes, store_auth_middleware
 from central.config import CentralConfig
 from central.db import Database, migrate
 from central.expiry import expire
@@ -36,6 +36,7 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
         client_max_size=config.request_body_bytes_max,
     )
     app[REQUEST_TIMEOUT_KEY] = lambda: 120.0
+    app[AUTH_HOLD_KEY] = config.authorization_hold_s
     app.router.add_get("/health", health)
     add_sync_routes(app)
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central import schema
-from central.ledger import CardRecord, LedgerTx, TxRow, allocations_json
+from central.ledger import CardRecord, LedgerTx, TxRow, allocations_json, auth_hold_id
 from shared.lots import (
     Allocation,
     Lot,
@@ -188,10 +188,11 @@ async def _sale(tx: LedgerTx, ctx: ApplyContext, op: Op) -> int:
     if receipt_id in ctx.receipts:
         raise Rejected(f"receipt {receipt_id} was already recorded for this store")
     wallet = card.wallet
-    hold_id = payload.get("hold_id")
-    if hold_id and hold_id in card.hold_ids:
-        wallet = drop_hold(wallet, hold_id)
-        tx.hold_states[hold_id] = "consumed"
+    authorization = payload.get("authorization_id")
+    for hold_id in (payload.get("hold_id"), auth_hold_id(authorization) if authorization else None):
+        if hold_id and hold_id in card.hold_ids:
+            wallet = drop_hold(wallet, hold_id)
+            tx.hold_states[hold_id] = "consumed"
     usable = balance(wallet, day, ctx.now).usable_kop
     taken = min(redeemed, usable)
     wallet, allocations = consume(wallet, taken, day)

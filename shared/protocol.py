@@ -142,3 +142,23 @@ class SnapshotHeader(Message):
     phone_key: str
     cards: int
     server_time: datetime
+
+
+class AuthorizeRequest(Message):
+    """A store asks to redeem from a card's chain-wide balance before committing a sale."""
+
+    authorization_id: str = Field(min_length=1, max_length=80)
+    card: str = Field(min_length=1, max_length=40)
+    amount: int = Field(gt=0, description="Kopecks to redeem.")
+    pending_delta: int = Field(
+        0,
+        description="Net effect (kopecks) of this store's operations on the card not yet uploaded.",
+    )
+
+
+class AuthorizeResponse(Message):
+    """The decision; an approval sets the amount aside for a short time for this store."""
+
+    approved: bool
+    available: int = Field(description="Chain-wide available kopecks, before this amount.")
+    expires_at: datetime | None = None

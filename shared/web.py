@@ -79,7 +79,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, ErrorCode.VALIDATION_ERROR)
-        return error_response(BonusError(code))
+        response = error_response(BonusError(code))
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except TimeoutError:
         log.warning("request %s %s took too long", request.method, request.path)
         return error_response(BonusError(ErrorCode.SERVICE_BUSY, reason="timeout"))
@@ -96,6 +99,9 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         raise BonusError(
             ErrorCode.VALIDATION_ERROR, reason=f"body is not valid JSON: {exc}"
         ) from exc
+    except RecursionError as exc:
+        # A body nested thousands of levels deep is an attack, not a receipt.
+        raise BonusError(ErrorCode.VALIDATION_ERROR, reason="body is nested too deeply") from exc
     if not isinstance(data, dict):
         raise BonusError(ErrorCode.VALIDATION_ERROR, reason="body must be a JSON object")
     return data
