@@ -238,6 +238,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             E.CARD_BLOCKED,
             E.REDEMPTION_STALE_SYNC,
             E.REDEMPTION_EXCEEDS_MAX,
+            E.REDEMPTION_OFFLINE_LIMIT,
             E.INSUFFICIENT_BALANCE,
             E.VERIFICATION_REQUIRED,
             E.VERIFICATION_EXPIRED,

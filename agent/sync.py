@@ -187,6 +187,11 @@ class Syncer:
         ctx = self.ctx
         target_seq = await store.last_seq(ctx.db.reader)
         hello = await self.client.hello()
+        if not hello.protocol_min <= PROTOCOL_VERSION <= hello.protocol_max:
+            raise SyncError(
+                f"protocol {PROTOCOL_VERSION} is outside the central server's "
+                f"{hello.protocol_min}..{hello.protocol_max}: upgrade the agent"
+            )
         ctx.central_clock_offset_s = (hello.server_time - ctx.clock.now()).total_seconds()
         await self._adopt_phone_key(hello.phone_key)
         if await store.get_meta(ctx.db.reader, "cursor") is None:
@@ -355,7 +360,7 @@ class Syncer:
         while True:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(SyncError),
-                wait=wait_exponential_jitter(initial=2, max=config.sync_backoff_max_s, jitter=2),
+                wait=wait_exponential_jitter(multiplier=2, max=config.sync_backoff_max_s, jitter=2),
                 before_sleep=lambda state: log.warning(
                     "sync round failed (attempt %d): %s",
                     state.attempt_number,
