@@ -124,6 +124,9 @@ transactions = sa.Table(
     sa.Index("transactions_card", "card", "id"),
     sa.Index("transactions_receipt", "receipt_id"),
     sa.Index("transactions_store", "store_id", "id"),
+    sa.Index("transactions_campaign", "campaign_id"),
+    sa.Index("transactions_kind_at", "kind", "received_at"),
+    sa.Index("transactions_received", "received_at"),
 )
 
 #: Operations received from stores: exactly-once bookkeeping and the original results.
@@ -166,4 +169,68 @@ settings_versions = sa.Table(
     sa.Column("cursor", sa.BigInteger, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("created_by", sa.String(100)),
+)
+
+# --- the office ---------------------------------------------------------------------------------
+
+staff = sa.Table(
+    "staff",
+    metadata,
+    sa.Column("login", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("permissions", sa.JSON, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+staff_sessions = sa.Table(
+    "staff_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column("login", sa.String(64), sa.ForeignKey("staff.login"), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: Every office action: who, when, what, with what result.
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("login", sa.String(64)),
+    sa.Column("action", sa.String(64), nullable=False),
+    sa.Column("target", sa.String(200)),
+    sa.Column("params", sa.JSON, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("result", sa.JSON, nullable=False),
+    sa.Index("audit_at", "at"),
+)
+
+#: Campaigns (mass accruals) and zeroings, with their state and totals.
+campaigns = sa.Table(
+    "campaigns",
+    metadata,
+    sa.Column("campaign_id", sa.String(80), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),  # campaign | zeroing
+    sa.Column("state", sa.String(16), nullable=False),  # done | cancelled
+    sa.Column("amount_kop", sa.BigInteger),
+    sa.Column("expires_on", sa.Date),
+    sa.Column("before_date", sa.Date),
+    sa.Column("note", sa.String(500), nullable=False),
+    sa.Column("selection", sa.JSON, nullable=False),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("cards", sa.BigInteger, nullable=False),
+    sa.Column("total_kop", sa.BigInteger, nullable=False),
+    sa.Column("created_by", sa.String(64)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("cancelled_by", sa.String(64)),
+    sa.Column("cancelled_at", sa.DateTime(timezone=True)),
+    sa.Column("cancel_result", sa.JSON),
 )
