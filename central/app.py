@@ -14,6 +14,7 @@ from central.api import AUTH_HOLD_KEY, DB_KEY, PHONE_KEY, add_sync_routes, store
 from central.config import CentralConfig
 from central.db import Database, migrate
 from central.expiry import expire
+from central.office_api import add_office_routes, office_middleware
 from central.program import current_settings
 from central.sync import phone_key
 from shared.lots import local_date
@@ -32,13 +33,14 @@ async def health(request: web.Request) -> web.Response:
 def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Application:
     """The central server: sync endpoints for stores, and the daily expiry."""
     app = web.Application(
-        middlewares=[error_middleware, store_auth_middleware],
+        middlewares=[error_middleware, store_auth_middleware, office_middleware],
         client_max_size=config.request_body_bytes_max,
     )
     app[REQUEST_TIMEOUT_KEY] = lambda: 120.0
     app[AUTH_HOLD_KEY] = config.authorization_hold_s
     app.router.add_get("/health", health)
     add_sync_routes(app)
+    add_office_routes(app)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         db = Database(config.database_url)

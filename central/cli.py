@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from central.db import Database, migrate
 from central.expiry import expire
 from central.invariants import check_invariants
 from central.program import current_settings, set_settings
+from central.staff import Permission, StaffExists, add_staff
 from shared.lots import local_date
 
 log = logging.getLogger("central")
@@ -105,6 +107,19 @@ def main(argv: list[str] | None = None) -> int:
     set_parser = settings_commands.add_parser("set", help="a new settings version: KEY=VALUE …")
     set_parser.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     commands.add_parser("check", help="check the ledger's invariants")
+    staff = commands.add_parser("staff", help="office accounts")
+    staff_commands = staff.add_subparsers(dest="staff_command", required=True)
+    staff_add = staff_commands.add_parser("add", help="create an office account")
+    staff_add.add_argument("login")
+    staff_add.add_argument("--name", required=True)
+    staff_add.add_argument(
+        "--permissions",
+        required=True,
+        help="comma-separated: " + ",".join(p.value for p in Permission),
+    )
+    staff_add.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
     args = parser.parse_args(argv)
 
     path = args.config or os.environ.get("BONUS_CENTRAL_CONFIG")
@@ -125,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_with_db(config, lambda db: _store_command(db, args, now)))
     if args.command == "expire":
         return asyncio.run(_with_db(config, lambda db: _expire(db, args.as_of, now)))
+    if args.command == "staff":
+        return asyncio.run(_with_db(config, lambda db: _staff_command(db, args, now)))
     if args.command == "settings":
         return asyncio.run(_with_db(config, lambda db: _settings_command(db, args, now)))
     return asyncio.run(_with_db(config, _check))
@@ -196,6 +213,29 @@ async def _settings_command(db: Database, args: argparse.Namespace, now: datetim
         print(f"refused: {exc}", file=sys.stderr)
         return 2
     print(f"settings version {new.version} is in force")
+    return 0
+
+
+async def _staff_command(db: Database, args: argparse.Namespace, now: datetime) -> int:
+    try:
+        permissions = {Permission(p.strip()) for p in args.permissions.split(",") if p.strip()}
+    except ValueError as exc:
+        print(f"unknown permission: {exc}", file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("password: ")
+    if len(password) < 8:
+        print("the password needs at least 8 characters", file=sys.stderr)
+        return 2
+    try:
+        async with db.write() as conn:
+            await add_staff(conn, args.login, args.name, password, permissions, now)
+    except StaffExists:
+        print(f"login {args.login} is taken", file=sys.stderr)
+        return 1
+    print(f"account {args.login} created with {', '.join(sorted(permissions)) or 'no permissions'}")
     return 0
 
 

@@ -1,0 +1,542 @@
+"""The office's HTTP API (``/admin/v1``): staff sessions, cards, campaigns, zeroings, the journal
+and its CSV export, annulment, stores and settings.  Every mutating request is audited.
+
+Amounts come in as roubles (exact decimals, like the till API) and go out as integer kopecks in
+``*_kop`` fields, so that no float appears anywhere; a page formats them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from central import schema
+from central.annulment import annul_receipt
+from central.api import DB_KEY
+from central.campaigns import (
+    campaign_cards,
+    cancel_campaign,
+    cancel_zeroing,
+    list_campaigns,
+    run_campaign,
+    run_zeroing,
+)
+from central.cards_office import CARDS_PAGE_MAX, card_page, search_cards
+from central.journal import (
+    JOURNAL_PAGE_MAX,
+    JournalFilter,
+    journal_count,
+    journal_csv,
+    journal_page,
+)
+from central.program import current_settings, set_settings
+from central.selection import CardFilter, Selection
+from central.staff import Permission, StaffMember, log_in, log_out, member_of_session
+from central.stores import StoreExists, add_store, list_stores
+from shared.amounts import AmountIn
+from shared.errors import BonusError, ErrorCode
+from shared.lots import local_date
+from shared.web import Handler, error_response, json_response, parse_body
+
+MEMBER_KEY = web.RequestKey("staff_member", StaffMember)
+AUDIT_KEY = web.RequestKey("audit_params", dict)
+P = Permission
+
+
+def now() -> datetime:
+    """The server's clock."""
+    return datetime.now(UTC)
+
+
+class Body(BaseModel):
+    """An office request body: unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Body):
+    login: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=200)
+
+
+class CampaignRequest(Body):
+    campaign_id: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9._:\-]+$")
+    amount: AmountIn
+    expires_on: date | None = Field(
+        None, description="Last day the points can pay; none = non-expiring."
+    )
+    note: str = Field(min_length=1, max_length=500)
+    selection: Selection
+
+
+class ZeroingRequest(Body):
+    zeroing_id: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9._:\-]+$")
+    before_date: date = Field(description="Cards whose last purchase is strictly before this day.")
+    note: str = Field(min_length=1, max_length=500)
+    selection: Selection
+
+
+class AnnulRequest(Body):
+    note: str = Field("", max_length=500)
+
+
+class StoreRequest(Body):
+    store_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._\-]+$")
+    name: str = Field(min_length=1, max_length=200)
+    address: str | None = Field(None, max_length=500)
+    opening_hours: str | None = Field(None, max_length=200)
+    phone: str | None = Field(None, max_length=40)
+
+
+class SettingsChange(Body):
+    changes: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One office endpoint: method, path, handler, permission, request model."""
+
+    method: str
+    path: str
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    summary: str
+    permissions: tuple[Permission, ...] = ()
+    request: type[BaseModel] | None = None
+
+
+def _member(request: web.Request) -> StaffMember:
+    return request[MEMBER_KEY]
+
+
+def _today(settings_zone: Any) -> date:
+    return local_date(now(), settings_zone)
+
+
+async def _zone(request: web.Request) -> Any:
+    async with request.app[DB_KEY].read() as conn:
+        settings, _ = await current_settings(conn)
+    return settings.zone
+
+
+def _query_model(request: web.Request, model: type[BaseModel], drop: set[str]) -> Any:
+    data = {k: v for k, v in request.query.items() if k not in drop and v != ""}
+    return model.model_validate(data)
+
+
+def _int(request: web.Request, name: str, default: int, maximum: int) -> int:
+    text = request.query.get(name)
+    if text is None:
+        return default
+    if not text.isdigit():
+        raise BonusError(ErrorCode.VALIDATION_ERROR, field=name)
+    return min(int(text), maximum)
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+async def login(request: web.Request) -> web.Response:
+    body = await parse_body(request, LoginRequest)
+    request[AUDIT_KEY] = {"login": body.login}
+    async with request.app[DB_KEY].write() as conn:
+        session = await log_in(conn, body.login, body.password, now())
+    if session is None:
+        raise BonusError(ErrorCode.UNAUTHORIZED, "Неверный логин или пароль")
+    token, expires_at = session
+    return json_response({"token": token, "expires_at": expires_at.isoformat()}, status=201)
+
+
+async def logout(request: web.Request) -> web.Response:
+    token = request.headers.get("Authorization", "").partition(" ")[2]
+    async with request.app[DB_KEY].write() as conn:
+        await log_out(conn, token)
+    return json_response({"logged_out": True})
+
+
+async def me(request: web.Request) -> web.Response:
+    member = _member(request)
+    return json_response(
+        {"login": member.login, "name": member.name, "permissions": sorted(member.permissions)}
+    )
+
+
+async def cards(request: web.Request) -> web.Response:
+    f = _query_model(request, CardFilter, {"sort", "desc", "limit", "offset"})
+    sort = request.query.get("sort", "number")
+    if sort not in ("number", "last_purchase_on", "non_expiring", "expiring"):
+        raise BonusError(ErrorCode.VALIDATION_ERROR, field="sort")
+    total, items = await search_cards(
+        request.app[DB_KEY],
+        f,
+        _today(await _zone(request)),
+        sort=sort,  # type: ignore[arg-type]
+        descending=request.query.get("desc") in ("1", "true"),
+        limit=_int(request, "limit", 50, CARDS_PAGE_MAX),
+        offset=_int(request, "offset", 0, 10**9),
+    )
+    return json_response({"total": total, "cards": items})
+
+
+async def card(request: web.Request) -> web.Response:
+    page = await card_page(
+        request.app[DB_KEY], request.match_info["number"], _today(await _zone(request))
+    )
+    if page is None:
+        raise BonusError(ErrorCode.CARD_NOT_FOUND)
+    return json_response(page)
+
+
+async def create_campaign(request: web.Request) -> web.Response:
+    body = await parse_body(request, CampaignRequest)
+    request[AUDIT_KEY] = body.model_dump(mode="json")
+    result = await run_campaign(
+        request.app[DB_KEY],
+        campaign_id=body.campaign_id,
+        amount_kop=body.amount,
+        expires_on=body.expires_on,
+        note=body.note,
+        selection=body.selection,
+        today=_today(await _zone(request)),
+        now=now(),
+        login=_member(request).login,
+    )
+    return json_response(result, status=201)
+
+
+async def campaigns(request: web.Request) -> web.Response:
+    kind = request.query.get("kind")
+    if kind not in (None, "campaign", "zeroing"):
+        raise BonusError(ErrorCode.VALIDATION_ERROR, field="kind")
+    total, items = await list_campaigns(
+        request.app[DB_KEY],
+        kind,
+        _int(request, "limit", 50, 500),
+        _int(request, "offset", 0, 10**9),
+    )
+    return json_response({"total": total, "items": items})
+
+
+async def cancel_campaign_handler(request: web.Request) -> web.Response:
+    result = await cancel_campaign(
+        request.app[DB_KEY], request.match_info["campaign_id"], now(), _member(request).login
+    )
+    return json_response(result)
+
+
+async def campaign_cards_handler(request: web.Request) -> web.Response:
+    items = await campaign_cards(
+        request.app[DB_KEY],
+        request.match_info["campaign_id"],
+        spent_only=request.query.get("spent_only") in ("1", "true"),
+        after=request.query.get("after"),
+        limit=_int(request, "limit", 100, 1000),
+    )
+    return json_response({"cards": items})
+
+
+async def create_zeroing(request: web.Request) -> web.Response:
+    body = await parse_body(request, ZeroingRequest)
+    request[AUDIT_KEY] = body.model_dump(mode="json")
+    result = await run_zeroing(
+        request.app[DB_KEY],
+        zeroing_id=body.zeroing_id,
+        before_date=body.before_date,
+        note=body.note,
+        selection=body.selection,
+        today=_today(await _zone(request)),
+        now=now(),
+        login=_member(request).login,
+    )
+    return json_response(result, status=201)
+
+
+async def cancel_zeroing_handler(request: web.Request) -> web.Response:
+    result = await cancel_zeroing(
+        request.app[DB_KEY],
+        request.match_info["zeroing_id"],
+        _today(await _zone(request)),
+        now(),
+        _member(request).login,
+    )
+    return json_response(result)
+
+
+async def journal(request: web.Request) -> web.Response:
+    f = _query_model(request, JournalFilter, {"after", "limit", "count"})
+    after = request.query.get("after")
+    if after is not None and not after.isdigit():
+        raise BonusError(ErrorCode.VALIDATION_ERROR, field="after")
+    items, next_after = await journal_page(
+        request.app[DB_KEY],
+        f,
+        after_id=int(after) if after else None,
+        limit=_int(request, "limit", 100, JOURNAL_PAGE_MAX),
+    )
+    body: dict[str, Any] = {"transactions": items, "next_after": next_after}
+    if request.query.get("count") in ("1", "true"):
+        body["total"] = await journal_count(request.app[DB_KEY], f)
+    return json_response(body)
+
+
+async def journal_export(request: web.Request) -> web.StreamResponse:
+    f = _query_model(request, JournalFilter, set())
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/csv; charset=utf-8",
+            "Content-Disposition": 'attachment; filename="journal.csv"',
+        }
+    )
+    await response.prepare(request)
+    async for chunk in journal_csv(request.app[DB_KEY], f):
+        await response.write(chunk)
+    await response.write_eof()
+    return response
+
+
+async def annul(request: web.Request) -> web.Response:
+    body = await parse_body(request, AnnulRequest)
+    result = await annul_receipt(
+        request.app[DB_KEY],
+        request.match_info["store_id"],
+        request.match_info["receipt_id"],
+        now(),
+        body.note,
+        _member(request).login,
+    )
+    return json_response(result)
+
+
+async def stores(request: web.Request) -> web.Response:
+    async with request.app[DB_KEY].read() as conn:
+        return json_response({"stores": await list_stores(conn)})
+
+
+async def create_store(request: web.Request) -> web.Response:
+    body = await parse_body(request, StoreRequest)
+    request[AUDIT_KEY] = body.model_dump(mode="json")
+    try:
+        async with request.app[DB_KEY].write() as conn:
+            token = await add_store(
+                conn,
+                body.store_id,
+                body.name,
+                now(),
+                address=body.address,
+                opening_hours=body.opening_hours,
+                phone=body.phone,
+            )
+    except StoreExists as exc:
+        raise BonusError(
+            ErrorCode.IDEMPOTENCY_CONFLICT, "Аптека с таким кодом уже есть", store_id=body.store_id
+        ) from exc
+    return json_response({"store_id": body.store_id, "token": token}, status=201)
+
+
+async def settings_show(request: web.Request) -> web.Response:
+    async with request.app[DB_KEY].read() as conn:
+        settings, _ = await current_settings(conn)
+    return json_response(settings.model_dump(mode="json"))
+
+
+async def settings_change(request: web.Request) -> web.Response:
+    body = await parse_body(request, SettingsChange)
+    request[AUDIT_KEY] = body.model_dump(mode="json")
+    try:
+        async with request.app[DB_KEY].write() as conn:
+            new = await set_settings(conn, body.changes, now(), by=_member(request).login)
+    except ValidationError as exc:
+        raise BonusError(
+            ErrorCode.VALIDATION_ERROR, errors=[e["msg"] for e in exc.errors()][:20]
+        ) from exc
+    return json_response(new.model_dump(mode="json"))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from central.office_openapi import office_openapi
+
+    return json_response(office_openapi(ROUTES))
+
+
+ROUTES: tuple[Route, ...] = (
+    Route(
+        "POST",
+        "/admin/v1/session",
+        login,
+        "Log in: a session token with its expiry",
+        request=LoginRequest,
+    ),
+    Route("DELETE", "/admin/v1/session", logout, "Log out"),
+    Route("GET", "/admin/v1/me", me, "The logged-in worker and permissions"),
+    Route(
+        "GET",
+        "/admin/v1/cards",
+        cards,
+        "Search cards with filters, sorting and paging",
+        (P.JOURNAL,),
+    ),
+    Route(
+        "GET",
+        "/admin/v1/cards/{number}",
+        card,
+        "A card: balance, lots, holds, debt, transactions",
+        (P.JOURNAL,),
+    ),
+    Route(
+        "POST",
+        "/admin/v1/campaigns",
+        create_campaign,
+        "Run a campaign (idempotent on campaign_id)",
+        (P.CAMPAIGNS,),
+        CampaignRequest,
+    ),
+    Route(
+        "GET",
+        "/admin/v1/campaigns",
+        campaigns,
+        "Campaigns and zeroings with state, counts, totals",
+        (P.CAMPAIGNS, P.ZEROING, P.JOURNAL),
+    ),
+    Route(
+        "POST",
+        "/admin/v1/campaigns/{campaign_id}/cancel",
+        cancel_campaign_handler,
+        "Cancel a campaign",
+        (P.CAMPAIGNS,),
+    ),
+    Route(
+        "GET",
+        "/admin/v1/campaigns/{campaign_id}/cards",
+        campaign_cards_handler,
+        "A campaign's cards: spent, debited",
+        (P.CAMPAIGNS,),
+    ),
+    Route(
+        "POST",
+        "/admin/v1/zeroings",
+        create_zeroing,
+        "Zero the non-expiring points of inactive cards",
+        (P.ZEROING,),
+        ZeroingRequest,
+    ),
+    Route(
+        "POST",
+        "/admin/v1/zeroings/{zeroing_id}/cancel",
+        cancel_zeroing_handler,
+        "Cancel a zeroing",
+        (P.ZEROING,),
+    ),
+    Route(
+        "GET", "/admin/v1/journal", journal, "The transaction journal with filters", (P.JOURNAL,)
+    ),
+    Route(
+        "GET", "/admin/v1/journal.csv", journal_export, "The journal as CSV for Excel", (P.JOURNAL,)
+    ),
+    Route(
+        "POST",
+        "/admin/v1/receipts/{store_id}/{receipt_id}/annul",
+        annul,
+        "Annul a receipt's accrual",
+        (P.ANNULMENT,),
+        AnnulRequest,
+    ),
+    Route("GET", "/admin/v1/stores", stores, "Stores and their sync health", (P.STORES,)),
+    Route(
+        "POST",
+        "/admin/v1/stores",
+        create_store,
+        "Register a store (its token is shown once)",
+        (P.STORES,),
+        StoreRequest,
+    ),
+    Route("GET", "/admin/v1/settings", settings_show, "Program settings in force", (P.SETTINGS,)),
+    Route(
+        "PATCH",
+        "/admin/v1/settings",
+        settings_change,
+        "A new settings version",
+        (P.SETTINGS,),
+        SettingsChange,
+    ),
+)
+_PUBLIC = {("POST", "/admin/v1/session"), ("GET", "/admin/v1/openapi.json")}
+_PERMISSIONS = {(route.method, route.path): route.permissions for route in ROUTES}
+
+
+async def _authorize(request: web.Request) -> StaffMember | None:
+    """The session's worker, checked against the route's permissions (None for public routes)."""
+    route = request.match_info.route.resource.canonical if request.match_info.route.resource else ""
+    key = (request.method, route)
+    if key in _PUBLIC:
+        return None
+    member: StaffMember | None = None
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        async with request.app[DB_KEY].read() as conn:
+            member = await member_of_session(conn, token, now())
+    if member is None:
+        raise BonusError(ErrorCode.UNAUTHORIZED, "Войдите в систему")
+    request[MEMBER_KEY] = member
+    needed = _PERMISSIONS.get(key, ())
+    if needed and not member.permissions & set(needed):
+        raise BonusError(ErrorCode.FORBIDDEN, needed=[str(p) for p in needed])
+    return member
+
+
+@web.middleware
+async def office_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Sessions, permissions and the audit of every mutating request, refused ones included."""
+    if not request.path.startswith("/admin/"):
+        return await handler(request)
+    if request.method == "GET":
+        await _authorize(request)
+        return await handler(request)
+    try:
+        await _authorize(request)
+        response = await handler(request)
+    except BonusError as exc:
+        await _audit(request, exc.http_status, exc.to_body())
+        return error_response(exc)
+    except ValidationError:
+        await _audit(request, 422, {"error": "validation_error"})
+        raise
+    result: Any = {}
+    if isinstance(response, web.Response) and response.text:
+        try:
+            result = json.loads(response.text)
+        except json.JSONDecodeError:
+            result = {}
+        if isinstance(result, dict):
+            result = {k: v for k, v in result.items() if k != "token"}  # secrets never in the audit
+    await _audit(request, response.status, result)
+    return response
+
+
+async def _audit(
+    request: web.Request, member: StaffMember | None, status: int, result: Any
+) -> None:
+    params = request.get(AUDIT_KEY, {})
+    async with request.app[DB_KEY].write() as conn:
+        await conn.execute(
+            schema.audit.insert().values(
+                at=now(),
+                login=member.login if member else params.get("login"),
+                action=f"{request.method} {request.match_info.route.resource.canonical if request.match_info.route.resource else request.path}",
+                target=request.path[:200],
+                params=params,
+                status=status,
+                result=result if isinstance(result, dict) else {"value": result},
+            )
+        )
+
+
+def add_office_routes(app: web.Application) -> None:
+    """The office endpoints."""
+    for route in ROUTES:
+        app.router.add_route(route.method, route.path, route.handler)
+    app.router.add_get("/admin/v1/openapi.json", openapi)
