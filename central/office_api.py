@@ -517,10 +517,9 @@ async def office_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-async def _audit(
-    request: web.Request, member: StaffMember | None, status: int, result: Any
-) -> None:
+async def _audit(request: web.Request, status: int, result: Any) -> None:
     params = request.get(AUDIT_KEY, {})
+    member = request.get(MEMBER_KEY)
     async with request.app[DB_KEY].write() as conn:
         await conn.execute(
             schema.audit.insert().values(
