@@ -86,6 +86,7 @@ lots = sa.Table(
     sa.CheckConstraint("remaining_kop >= 0 AND remaining_kop <= amount_kop", name="lot_remaining"),
     sa.Index("lots_card", "card"),
     sa.Index("lots_expiry", "expires_on"),
+    sa.Index("lots_source_ref", "source_ref"),
 )
 
 holds = sa.Table(

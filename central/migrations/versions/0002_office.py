@@ -78,11 +78,13 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("token_hash"),
     )
     op.create_index("transactions_campaign", "transactions", ["campaign_id"])
+    op.create_index("lots_source_ref", "lots", ["source_ref"])
     op.create_index("transactions_kind_at", "transactions", ["kind", "received_at"])
     op.create_index("transactions_received", "transactions", ["received_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("lots_source_ref", table_name="lots")
     op.drop_index("transactions_received", table_name="transactions")
     op.drop_index("transactions_kind_at", table_name="transactions")
     op.drop_index("transactions_campaign", table_name="transactions")
