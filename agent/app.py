@@ -60,12 +60,10 @@ def create_app(
         client = CentralClient(ctx, session)
         syncer = Syncer(ctx, client)
         app[SYNCER_KEY] = syncer
-        if config.central_token.get_secret_value():
-            ctx.quick_round = syncer.quick_round
-            ctx.central = client.authorize
-            tasks.append(asyncio.create_task(syncer.run(), name="sync"))
-        else:
-            log.warning("no central_token configured: this agent will not sync")
+        # Always running: without a central_token the loop waits for one (a reload may add it).
+        ctx.quick_round = syncer.quick_round
+        ctx.central = client.authorize
+        tasks.append(asyncio.create_task(syncer.run(), name="sync"))
         if config_path is not None:
             from agent.reload import watch_config
 

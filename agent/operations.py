@@ -240,7 +240,14 @@ class Operations:
         if request.redeem > 0:
             await self.ctx.require_fresh()
         needs_code = self.ctx.settings.redemption_confirmation == "code"
-        if request.redeem > 0 and needs_code and request.verification_id is None:
+        # A hold was confirmed by a code when it was placed; the sale consuming it needs none
+        # for what the hold covers (checked with the hold itself, in the transaction).
+        if (
+            request.redeem > 0
+            and needs_code
+            and request.verification_id is None
+            and request.hold_id is None
+        ):
             raise BonusError(ErrorCode.VERIFICATION_REQUIRED)
         authorization_id: str | None = None
         if request.redeem > 0:
@@ -272,11 +279,14 @@ class Operations:
         now = ctx.clock.now()
         today = ctx.today()
         wallet = card.wallet
+        held_kop = 0
         if request.hold_id is not None:
-            wallet = await self._take_hold(conn, request.hold_id, card.number, now)
+            wallet, held_kop = await self._take_hold(conn, request.hold_id, card.number, now)
         if request.redeem > 0 and ctx.settings.redemption_confirmation == "code":
-            assert request.verification_id is not None
-            await self._use_verification(conn, request.verification_id, card.number)
+            if request.verification_id is not None:
+                await self._use_verification(conn, request.verification_id, card.number)
+            elif request.redeem > held_kop:
+                raise BonusError(ErrorCode.VERIFICATION_REQUIRED, reason="more than the hold")
         if request.redeem > 0 and authorization_id is None:
             await check_offline_caps(ctx, conn, card.number, request.redeem, today)
         current = balance(wallet, today, now)
@@ -381,7 +391,8 @@ class Operations:
 
     async def _take_hold(
         self, conn: aiosqlite.Connection, hold_id: str, card: str, now: datetime
-    ) -> Wallet:
+    ) -> tuple[Wallet, int]:
+        """The card's wallet without the hold, and the amount the hold set aside."""
         hold = await store.find_hold(conn, hold_id)
         if hold is None or hold.card != card:
             raise BonusError(ErrorCode.HOLD_NOT_FOUND)
@@ -391,7 +402,7 @@ class Operations:
             raise BonusError(ErrorCode.HOLD_EXPIRED)
         found = await store.find_card(conn, card)
         assert found is not None
-        return drop_hold(found.wallet, hold_id)
+        return drop_hold(found.wallet, hold_id), hold.amount_kop
 
     async def _use_verification(
         self, conn: aiosqlite.Connection, verification_id: str, card: str

@@ -14,6 +14,7 @@ from watchfiles import awatch
 
 from agent.config import ConfigError, config_diff, load_config
 from agent.http import CONFIG_KEY, SESSION_KEY
+from agent.logs import setup_logging
 from agent.providers import make_provider
 from agent.routes import CTX_KEY, VERIFY_KEY
 
@@ -40,7 +41,9 @@ def apply_config_file(app: web.Application, path: Path) -> set[str]:
     # The config object is shared by the middlewares, the context and the loops: update in place.
     for name in applied:
         object.__setattr__(old, name, getattr(merged, name))
-    if "log_level" in applied:
+    if "log_json" in applied:
+        setup_logging(old.log_level, as_json=old.log_json)
+    elif "log_level" in applied:
         logging.getLogger().setLevel(old.log_level)
     if "provider" in applied and VERIFY_KEY in app:
         app[VERIFY_KEY].provider = make_provider(old.provider, app[SESSION_KEY])

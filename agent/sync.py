@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 PULL_PAGES_MAX = 10_000
 PULL_PAGE_CARDS = 2000
 SNAPSHOT_APPLY_CARDS = 5000
+#: How often a store without a central token looks again (a reload may add one).
+TOKEN_WAIT_S = 5.0
 #: Upload payload bytes per batch at most (well under the central server's limit).
 UPLOAD_BYTES_MAX = 4 * 1024 * 1024
 
@@ -70,6 +72,11 @@ class CentralClient:
     def __init__(self, ctx: AgentContext, session: aiohttp.ClientSession) -> None:
         self.ctx = ctx
         self.session = session
+
+    @property
+    def configured(self) -> bool:
+        """Whether this store has a token for the central server."""
+        return bool(self.ctx.config.central_token.get_secret_value())
 
     def _headers(self) -> dict[str, str]:
         config = self.ctx.config
@@ -105,6 +112,8 @@ class CentralClient:
     async def authorize(self, request: AuthorizeRequest) -> AuthorizeResponse | None:
         """Ask for an online authorisation within the short timeout; None when there is no
         answer in time (the caller falls back to the offline rules)."""
+        if not self.configured:
+            return None
         timeout = aiohttp.ClientTimeout(total=self.ctx.config.online_authorization_timeout_s)
         try:
             async with self.session.post(
@@ -174,6 +183,8 @@ class Syncer:
 
     async def round(self) -> None:
         """One complete round, or ``SyncError``; only one runs at a time."""
+        if not self.client.configured:
+            raise SyncError("no central_token configured: this store does not sync")
         async with self._round_lock:
             try:
                 await self._round()
@@ -357,7 +368,12 @@ class Syncer:
     async def run(self) -> None:
         """Rounds forever: on schedule with jitter, retried with capped backoff after failures."""
         config = self.ctx.config
+        if not self.client.configured:
+            log.warning("no central_token configured: the store serves tills but does not sync")
         while True:
+            if not self.client.configured:
+                await asyncio.sleep(TOKEN_WAIT_S)
+                continue
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type(SyncError),
                 wait=wait_exponential_jitter(multiplier=2, max=config.sync_backoff_max_s, jitter=2),

@@ -8,7 +8,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 
 from central import schema
-from central.db import Database
+from central.db import Database, next_cursor
 from central.ledger import LedgerTx, TxRow, allocations_json
 from shared.lots import burn_expired
 
@@ -68,5 +68,23 @@ async def expire(db: Database, as_of: date, now: datetime) -> tuple[int, int]:
                     burned_total += amount
             await tx.flush()
         after = numbers[-1]
+    async with db.write() as conn:
+        # Holds past their time set nothing aside any more; close them, and let stores know.
+        expired_cards = sa.select(schema.holds.c.card).where(
+            schema.holds.c.state == "active", schema.holds.c.expires_at <= now
+        )
+        touched = list((await conn.scalars(expired_cards.distinct())).all())
+        if touched:
+            cursor = await next_cursor(conn)
+            await conn.execute(
+                schema.holds.update()
+                .where(schema.holds.c.state == "active", schema.holds.c.expires_at <= now)
+                .values(state="expired")
+            )
+            await conn.execute(
+                schema.cards.update()
+                .where(schema.cards.c.number.in_(touched))
+                .values(cursor=cursor)
+            )
     log.info("expiry as of %s: %d cards, %d kopecks burned", as_of, cards_done, burned_total)
     return cards_done, burned_total

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -248,7 +248,7 @@ AgentFactory = Callable[..., Awaitable[Agent]]
 
 
 @pytest.fixture
-async def make_agent(tmp_path: Path, aiohttp_client: ClientFactory) -> AsyncIterator[AgentFactory]:
+async def make_agent(tmp_path: Path, aiohttp_client: ClientFactory) -> AgentFactory:
     """Start an agent with extra configuration (till tokens, limits)."""
 
     async def start(clock: FakeClock | None = None, **overrides: Any) -> Agent:
@@ -258,7 +258,7 @@ async def make_agent(tmp_path: Path, aiohttp_client: ClientFactory) -> AsyncIter
         client = await aiohttp_client(app)
         return Agent(app, client, clock, config.provider.file_path)
 
-    yield start
+    return start
 
 
 @pytest.fixture

@@ -21,9 +21,15 @@ READY_TIMEOUT_S = 20.0
 #: Longest wait for a signalled agent to exit.
 EXIT_TIMEOUT_S = 10.0
 _POLL_INTERVAL_S = 0.02
+#: Starts tried before giving up (a port may be taken between choosing and binding it).
+START_ATTEMPTS = 3
 #: Inherited variables that would change how the child runs: our own settings and systemd's.
 _SCRUBBED_PREFIXES = ("BONUS_AGENT_",)
 _SCRUBBED_NAMES = frozenset({"NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"})
+
+
+class AgentExited(RuntimeError):
+    """The agent process ended while it was starting."""
 
 
 def free_port() -> int:
@@ -45,6 +51,8 @@ class AgentProcess:
         self.starts = 0
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        #: How the agent is started (a test may put an instrumented wrapper in its place).
+        self.command = [sys.executable, "-m", "agent.cli", "serve"]
 
     @property
     def db_path(self) -> Path:
@@ -86,13 +94,23 @@ class AgentProcess:
 
     def start(self) -> None:
         """Start the agent on a fresh port and wait until it answers."""
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self._start_once()
+                return
+            except AgentExited:
+                # Another process may have taken the free port before the agent bound it.
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+
+    def _start_once(self) -> None:
         assert self._proc is None, "the previous run was stopped"
         self.starts += 1
         # A fresh port each run: the killed run's port may still be held by lingering sockets.
         self.port = free_port()
         self._log = self.log_path.open("wb")
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "agent.cli", "serve"],
+            self.command,
             cwd=self.work_dir,
             env=self._env(),
             stdin=subprocess.DEVNULL,
@@ -111,7 +129,7 @@ class AgentProcess:
         url = self.base_url + "/pos/v1/status"
         while True:
             if self._proc.poll() is not None:
-                raise RuntimeError(
+                raise AgentExited(
                     f"agent exited with {self._proc.returncode} while starting:\n{self.log_tail()}"
                 )
             try:

@@ -81,9 +81,7 @@ async def test_a_sale_consumes_the_hold(agent: Agent, funded_card: str) -> None:
     assert_error(status, body, "hold_resolved", 409)
 
 
-async def test_a_sale_without_redemption_releases_its_hold(
-    agent: Agent, funded_card: str
-) -> None:
+async def test_a_sale_without_redemption_releases_its_hold(agent: Agent, funded_card: str) -> None:
     await hold(agent, funded_card, 40)
     status, sale = await agent.sale(funded_card, [line("1", "1000")], hold_id="H-1")
     assert status == 200, sale

@@ -62,9 +62,7 @@ async def test_calculate_clamps_the_redemption_and_has_no_side_effects(
 
 async def test_calculate_when_stale_offers_no_redemption(agent: Agent, card: str) -> None:
     await agent.credit(card, 100)
-    status, body = await agent.post(
-        CALCULATE, {"card": card, "lines": [line()], "redeem": 50}
-    )
+    status, body = await agent.post(CALCULATE, {"card": card, "lines": [line()], "redeem": 50})
     assert status == 200, body
     assert body["redemption_allowed"] is False
     assert body["redemption_refusal"] == {"code": "redemption_stale_sync", "message": STALE_MESSAGE}
@@ -305,3 +303,17 @@ async def test_redemption_spreads_over_lines_within_their_caps(
     assert redeemed == {"a": Decimal("25"), "b": Decimal("75"), "c": Decimal("0")}
     for item in body["lines"]:
         assert dec(item["redeemed"]) <= dec(item["max_redeem"])
+
+
+async def test_offline_caps_bound_a_redemption_without_central_authorisation(
+    agent: Agent, funded_card: str
+) -> None:
+    # This agent has no central server configured: every redemption is an offline one.
+    agent.set_settings(offline_redemption_max_kop=5000)
+    verification_id = await agent.redemption_code(funded_card)
+    status, body = await agent.sale(funded_card, redeem="50.01", verification_id=verification_id)
+    assert_error(status, body, "redemption_offline_limit", 409)
+    assert body["error"]["details"]["limit"] == "per_redemption"
+    # The refusal did not use the code up.
+    status, body = await agent.sale(funded_card, redeem=50, verification_id=verification_id)
+    assert status == 200, body

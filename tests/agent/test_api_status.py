@@ -221,13 +221,13 @@ async def test_openapi_matches_the_router(agent: Agent, openapi: dict[str, Any])
 
 async def test_the_answers_match_their_documented_shape(agent: Agent, funded_card: str) -> None:
     """The success answers carry the fields their schema names as required."""
-    status, openapi_doc = await agent.get(OPENAPI)
+    _, openapi_doc = await agent.get(OPENAPI)
     schemas = openapi_doc["components"]["schemas"]
-    status, body = await agent.post(
+    _, body = await agent.post(
         "/pos/v1/receipts/calculate", {"card": funded_card, "lines": [line()]}
     )
     assert set(schemas["CalculateResponse"]["required"]) <= set(body)
-    status, body = await agent.sale(funded_card)
+    _, body = await agent.sale(funded_card)
     assert set(schemas["SaleResponse"]["required"]) <= set(body)
-    status, body = await agent.get(STATUS)
+    _, body = await agent.get(STATUS)
     assert set(schemas["StatusResponse"]["required"]) <= set(body)

@@ -42,9 +42,7 @@ async def race(
     return await asyncio.gather(*(till(index) for index in range(len(verification_ids))))
 
 
-def check(
-    results: list[tuple[int, Any]], initial: Decimal, final: Decimal
-) -> list[dict[str, Any]]:
+def check(results: list[tuple[int, Any]], initial: Decimal, final: Decimal) -> list[dict[str, Any]]:
     won = [body for status, body in results if status == 200]
     for status, body in results:
         assert status < 500, body
@@ -74,9 +72,7 @@ async def test_eight_tills_redeeming_almost_the_whole_balance(
 
 
 @pytest.mark.parametrize(("redeem", "fit"), [("30", 3), ("12.5", 8)])
-async def test_as_many_as_fit_succeed(
-    agent: Agent, card: str, redeem: str, fit: int
-) -> None:
+async def test_as_many_as_fit_succeed(agent: Agent, card: str, redeem: str, fit: int) -> None:
     await agent.credit(card, 100)
     # No accrual on the racing sales, so that the arithmetic is about the redemptions alone.
     agent.set_settings(accrual_rate_other_pct=Decimal(0))

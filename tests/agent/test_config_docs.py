@@ -68,7 +68,10 @@ def test_the_provider_table_itself_is_documented() -> None:
 
 
 def test_no_unknown_setting_is_documented() -> None:
-    known = {*AgentConfig.model_fields, *(f"provider.{name}" for name in ProviderConfig.model_fields)}
+    known = {
+        *AgentConfig.model_fields,
+        *(f"provider.{name}" for name in ProviderConfig.model_fields),
+    }
     assert set(rows()) - known == set()
 
 

@@ -109,7 +109,10 @@ def test_after_a_reboot_a_wall_clock_before_the_high_water_mark_is_stale() -> No
     high_water = SYNC_WALL + timedelta(hours=3)
     # The clock reads 10 minutes after the sync, but the agent had already seen 3 hours after it.
     wall_now = SYNC_WALL + timedelta(minutes=10)
-    assert age(boot_id="boot-2", monotonic_s=5.0, wall_now=wall_now, wall_high_water=high_water) is None
+    assert (
+        age(boot_id="boot-2", monotonic_s=5.0, wall_now=wall_now, wall_high_water=high_water)
+        is None
+    )
 
 
 def test_after_a_reboot_the_wall_clock_must_be_past_high_water_plus_uptime() -> None:
@@ -118,7 +121,10 @@ def test_after_a_reboot_the_wall_clock_must_be_past_high_water_plus_uptime() -> 
     # Up for 30 minutes: the wall clock must read at least high water + 30 min (− the slack).
     bound = high_water + timedelta(seconds=uptime_s - REBOOT_SLACK_S)
     behind = bound - timedelta(seconds=1)
-    assert age(boot_id="boot-2", monotonic_s=uptime_s, wall_now=behind, wall_high_water=high_water) is None
+    assert (
+        age(boot_id="boot-2", monotonic_s=uptime_s, wall_now=behind, wall_high_water=high_water)
+        is None
+    )
     result = age(boot_id="boot-2", monotonic_s=uptime_s, wall_now=bound, wall_high_water=high_water)
     assert result == (bound - SYNC_WALL).total_seconds()
 
@@ -129,7 +135,8 @@ def test_after_a_reboot_a_wall_clock_before_the_sync_is_unknown() -> None:
 
 
 @pytest.mark.parametrize(
-    ("age_s", "fresh"), [(None, False), (0.0, True), (3599.9, True), (3600.0, True), (3600.1, False)]
+    ("age_s", "fresh"),
+    [(None, False), (0.0, True), (3599.9, True), (3600.0, True), (3600.1, False)],
 )
 def test_is_fresh(age_s: float | None, fresh: bool) -> None:
     assert is_fresh(age_s, HOUR_S) is fresh

@@ -61,7 +61,8 @@ async def test_a_retried_redemption_does_not_redeem_twice(agent: Agent, funded_c
 async def test_a_different_sale_under_the_same_receipt_id_is_refused(
     agent: Agent, card: str, changes: dict[str, Any]
 ) -> None:
-    status, first = await agent.post("/pos/v1/receipts", sale_body(card))
+    status, _ = await agent.post("/pos/v1/receipts", sale_body(card))
+    assert status == 200
     balance = await agent.balance(card)
     status, body = await agent.post("/pos/v1/receipts", sale_body(card, **changes))
     assert_error(status, body, "idempotency_conflict", 409)
@@ -122,7 +123,11 @@ async def test_a_retry_after_a_refusal_is_judged_anew(agent: Agent, funded_card:
 
 async def test_returns_are_idempotent_on_return_id(agent: Agent, card: str) -> None:
     status, sale = await agent.sale(card, [line("1", "2000", qty=4, price="500")])
-    body = {"return_id": "RET-1", "receipt_id": sale["receipt_id"], "lines": [{"line_id": "1", "qty": 1}]}
+    body = {
+        "return_id": "RET-1",
+        "receipt_id": sale["receipt_id"],
+        "lines": [{"line_id": "1", "qty": 1}],
+    }
     status, first = await agent.post("/pos/v1/returns", body)
     assert status == 200, first
     balance = await agent.balance(card)

@@ -17,6 +17,7 @@ from agent.app import create_app
 from agent.clock import FakeClock
 from agent.config import ENV_PREFIX, load_config
 from agent.http import CONFIG_KEY
+from agent.logs import JsonFormatter, setup_logging
 from agent.reload import apply_config_file
 from tests.agent.conftest import PHONE, Agent, ClientFactory, assert_error
 
@@ -37,6 +38,15 @@ def toml(tmp_path: Path, **settings: Any) -> str:
     provider = {"kind": "file", "file_path": str(tmp_path / "messages.jsonl"), **provider}
     lines.extend(f"{name} = {json.dumps(value)}" for name, value in provider.items())
     return "\n".join(lines) + "\n"
+
+
+def write(config_path: Path, prefix: str = "", **settings: Any) -> None:
+    """Edit the configuration file: these settings (and raw top-level text) over the defaults."""
+    config_path.write_text(prefix + toml(config_path.parent, **settings), encoding="utf-8")
+
+
+def read_lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(row) for row in path.read_text(encoding="utf-8").splitlines()]
 
 
 @pytest.fixture(autouse=True)
@@ -63,9 +73,7 @@ def config_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def reloadable(
-    tmp_path: Path, config_path: Path, aiohttp_client: ClientFactory
-) -> Agent:
+async def reloadable(tmp_path: Path, config_path: Path, aiohttp_client: ClientFactory) -> Agent:
     """An agent started from the configuration file, watching it."""
     config = load_config(config_path)
     clock = FakeClock()
@@ -85,9 +93,7 @@ async def test_till_tokens_and_log_level_are_applied(
     await agent.register()
     status, _ = await lookup(agent)
     assert status == 200
-    config_path.write_text(
-        toml(tmp_path, till_tokens={"till-1": "secret"}, log_level="DEBUG"), encoding="utf-8"
-    )
+    write(config_path, till_tokens={"till-1": "secret"}, log_level="DEBUG")
     applied = apply_config_file(agent.app, config_path)
     assert applied == {"till_tokens", "log_level"}
     assert agent.app[CONFIG_KEY].log_level == "DEBUG"
@@ -99,7 +105,7 @@ async def test_till_tokens_and_log_level_are_applied(
     status, body = await lookup(agent, Authorization="Bearer secret")
     assert status == 200, body
     # And back: tokens removed, no token needed.
-    config_path.write_text(toml(tmp_path), encoding="utf-8")
+    write(config_path)
     assert apply_config_file(agent.app, config_path) == {"till_tokens", "log_level"}
     status, body = await lookup(agent)
     assert status == 200, body
@@ -134,7 +140,7 @@ async def test_a_broken_edit_is_refused_and_the_agent_keeps_serving(
     await agent.register()
     before = agent.app[CONFIG_KEY].model_dump()
     # Top-level settings come before the [provider] table.
-    config_path.write_text(broken + toml(tmp_path), encoding="utf-8")
+    write(config_path, broken)
     with caplog.at_level(logging.INFO, logger="agent.reload"):
         assert apply_config_file(agent.app, config_path) == set()
     assert agent.app[CONFIG_KEY].model_dump() == before
@@ -145,7 +151,7 @@ async def test_a_broken_edit_is_refused_and_the_agent_keeps_serving(
 
 async def test_a_file_that_disappears_is_refused(reloadable: Agent, config_path: Path) -> None:
     before = reloadable.app[CONFIG_KEY].model_dump()
-    config_path.unlink()
+    config_path.unlink()  # noqa: ASYNC240 - a test of a vanished file
     assert apply_config_file(reloadable.app, config_path) == set()
     assert reloadable.app[CONFIG_KEY].model_dump() == before
 
@@ -154,7 +160,7 @@ async def test_a_new_listen_port_needs_a_restart(
     reloadable: Agent, tmp_path: Path, config_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent = reloadable
-    config_path.write_text(toml(tmp_path, listen_port=9999), encoding="utf-8")
+    write(config_path, listen_port=9999)
     with caplog.at_level(logging.WARNING, logger="agent.reload"):
         assert apply_config_file(agent.app, config_path) == set()
     assert agent.app[CONFIG_KEY].listen_port == 8765
@@ -169,10 +175,7 @@ async def test_a_mixed_change_applies_the_safe_part(
     reloadable: Agent, tmp_path: Path, config_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent = reloadable
-    config_path.write_text(
-        toml(tmp_path, listen_port=9999, store_id="store-2", log_level="WARNING"),
-        encoding="utf-8",
-    )
+    write(config_path, listen_port=9999, store_id="store-2", log_level="WARNING")
     with caplog.at_level(logging.WARNING, logger="agent.reload"):
         assert apply_config_file(agent.app, config_path) == {"log_level"}
     config = agent.app[CONFIG_KEY]
@@ -180,7 +183,7 @@ async def test_a_mixed_change_applies_the_safe_part(
     warning = next(r for r in caplog.records if "restart" in r.getMessage())
     assert "listen_port" in warning.getMessage()
     assert "store_id" in warning.getMessage()
-    status, body = await agent.get("/pos/v1/status")
+    _, body = await agent.get("/pos/v1/status")
     assert body["store_id"] == "store-1"
 
 
@@ -191,11 +194,11 @@ async def test_a_new_body_limit_is_applied(
     body = {"phone": PHONE, "padding": "x" * 4000}
     status, answer = await agent.post("/pos/v1/cards/lookup", body)
     assert_error(status, answer, "validation_error", 422)  # read, then refused for "padding"
-    config_path.write_text(toml(tmp_path, request_body_bytes_max=2048), encoding="utf-8")
+    write(config_path, request_body_bytes_max=2048)
     assert apply_config_file(agent.app, config_path) == {"request_body_bytes_max"}
     status, answer = await agent.post("/pos/v1/cards/lookup", body)
     assert_error(status, answer, "payload_too_large", 413)
-    config_path.write_text(toml(tmp_path, request_body_bytes_max=1024 * 1024), encoding="utf-8")
+    write(config_path, request_body_bytes_max=1024 * 1024)
     apply_config_file(agent.app, config_path)
     status, answer = await agent.post(
         "/pos/v1/cards/lookup", {"phone": PHONE, "padding": "x" * (512 * 1024)}
@@ -209,11 +212,11 @@ async def test_a_new_provider_file_is_used_for_the_next_code(
     agent = reloadable
     card = await agent.new_card()
     moved = tmp_path / "elsewhere" / "codes.jsonl"
-    config_path.write_text(toml(tmp_path, provider={"file_path": str(moved)}), encoding="utf-8")
+    write(config_path, provider={"file_path": str(moved)})
     assert apply_config_file(agent.app, config_path) == {"provider"}
     status, body = await agent.ask_code(card)
     assert status == 201, body
-    [message] = [json.loads(row) for row in moved.read_text(encoding="utf-8").splitlines()]
+    [message] = read_lines(moved)
     assert message["request_id"] == body["verification_id"]
     assert len(agent.messages()) == 1  # the old file has the registration's code only
 
@@ -225,7 +228,7 @@ async def test_the_watcher_applies_an_edit_by_itself(
     await agent.register()
     # Give the watcher a moment to start watching before the edit.
     await asyncio.sleep(0.3)
-    config_path.write_text(toml(tmp_path, till_tokens={"till-1": "secret"}), encoding="utf-8")
+    write(config_path, till_tokens={"till-1": "secret"})
     async with asyncio.timeout(WATCH_TIMEOUT_S):
         while True:
             status, _ = await lookup(agent)
@@ -234,3 +237,17 @@ async def test_the_watcher_applies_an_edit_by_itself(
             await asyncio.sleep(0.1)
     status, body = await lookup(agent, Authorization="Bearer secret")
     assert status == 200, body
+
+
+async def test_a_new_log_format_is_applied(reloadable: Agent, config_path: Path) -> None:
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    try:
+        setup_logging("INFO", as_json=False)
+        write(config_path, log_json=True)
+        assert apply_config_file(reloadable.app, config_path) == {"log_json"}
+        assert any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers)
+    finally:
+        root.handlers[:] = saved
+        logging.getLogger("aiohttp.access").setLevel(logging.NOTSET)
+        logging.getLogger("alembic").setLevel(logging.NOTSET)
