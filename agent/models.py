@@ -10,47 +10,14 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
-    WithJsonSchema,
     model_validator,
 )
 
-from shared.money import AmountError, kop_to_decimal, parse_kop
+from shared.amounts import AmountIn, AmountOut
 from shared.receipts import RECEIPT_LINES_MAX
 
-
-def _amount_in(value: Any) -> int:
-    try:
-        return parse_kop(value)
-    except AmountError as exc:
-        raise ValueError(str(exc)) from exc
-
-
-def _amount_out(amount_kop: int) -> float:
-    # JSON numbers out, as the till's contract asks. An amount of at most 11 significant digits
-    # is printed by its shortest representation, which is the exact decimal ("12.3").
-    return float(kop_to_decimal(amount_kop))
-
-
-_AMOUNT_SCHEMA = {
-    "anyOf": [
-        {"type": "number", "minimum": 0, "multipleOf": 0.01},
-        {"type": "string", "pattern": r"^\+?[0-9]{1,10}(\.[0-9]{1,2}0*)?$"},
-    ],
-    "description": "Roubles, at most 2 fractional digits.",
-}
-
-#: An amount in roubles as the till sends it; kopecks inside.
-AmountIn = Annotated[int, BeforeValidator(_amount_in), WithJsonSchema(_AMOUNT_SCHEMA)]
-#: An amount in kopecks, answered as roubles (a JSON number).
-AmountOut = Annotated[
-    int,
-    PlainSerializer(_amount_out, return_type=float, when_used="json"),
-    WithJsonSchema({"type": "number", "description": "Roubles."}),
-]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
 CardRef = Annotated[str, Field(min_length=1, max_length=40, description="Card number or barcode.")]
 
