@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
-from central import feed
+from central import feed, schema
 from central.authorize import authorize
 from central.db import Database, head_cursor
 from central.program import current_settings
@@ -121,6 +121,14 @@ async def changes(request: web.Request) -> web.Response:
             next_cursor = max(next_cursor, head)
     else:
         next_cursor, next_card = max(cursor, head), None
+    if not more:
+        # The store has pulled to the head: the end of its round, as the office sees it.
+        async with request.app[DB_KEY].write() as conn:
+            await conn.execute(
+                schema.stores.update()
+                .where(schema.stores.c.store_id == request[STORE_KEY].store_id)
+                .values(last_sync_at=now())
+            )
     return model_response(
         ChangesResponse(
             cards=states,

@@ -119,6 +119,15 @@ async def _register(tx: LedgerTx, ctx: ApplyContext, op: Op) -> int:
         return 0
     primary: str | None = None
     if phone is not None:
+        if tx.conn.dialect.name == "postgresql":
+            # Two stores registering one phone at the same moment must not both find no primary
+            # (neither sees the other's uncommitted card): serialise registrations per phone.
+            # Under READ COMMITTED the query below then sees the other's committed card.
+            await tx.conn.execute(
+                sa.select(
+                    sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("phone:" + phone, 0))
+                )
+            )
         primary = await tx.conn.scalar(
             sa.select(schema.cards.c.number)
             .where(schema.cards.c.phone == phone, schema.cards.c.status != "merged")

@@ -27,6 +27,10 @@ lots = schema.lots
 cards = schema.cards
 transactions = schema.transactions
 
+#: The longest campaign or zeroing id: its lots are named ``{id}:c:{card}`` and
+#: ``{id}:back:{card}``, which must fit ``lots.lot_id`` (80) with a 40-character card number.
+CAMPAIGN_ID_CHARS_MAX = 32
+
 
 def _pair(conn: AsyncConnection, lot_id: Any, amount: Any) -> Any:
     """``[[lot_id, amount]]`` as a JSON value built by the database."""
@@ -46,12 +50,42 @@ def _request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-async def _existing(conn: AsyncConnection, campaign_id: str) -> Any:
-    return (
-        await conn.execute(
-            sa.select(schema.campaigns).where(schema.campaigns.c.campaign_id == campaign_id)
-        )
-    ).first()
+async def _lock_cards(conn: AsyncConnection) -> None:
+    """On PostgreSQL, take the cards table before touching any of its rows.
+
+    A set-based operation updates many cards; a store's upload locks a few rows at a time. Taking
+    the table first (readers still read) makes the upload wait for the campaign or the campaign
+    for the uploads in flight, never both for each other: no deadlock.
+    """
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("LOCK TABLE cards IN EXCLUSIVE MODE")
+
+
+async def _existing(conn: AsyncConnection, campaign_id: str, *, lock: bool = False) -> Any:
+    query = sa.select(schema.campaigns).where(schema.campaigns.c.campaign_id == campaign_id)
+    if lock:
+        # Two cancels at once (a double click) must not both debit: on PostgreSQL the second
+        # waits here and then sees the first one's state. SQLite's one writer already
+        # serialises them (the clause is not rendered there).
+        query = query.with_for_update()
+    return (await conn.execute(query)).first()
+
+
+def _replay(existing: Any, kind: str, fingerprint: str) -> dict[str, Any]:
+    """The answer to a re-submission: the first answer, or a conflict for another request."""
+    if existing.request_hash != fingerprint or existing.kind != kind:
+        raise BonusError(ErrorCode.IDEMPOTENCY_CONFLICT, campaign_id=existing.campaign_id)
+    return describe(existing)
+
+
+async def _raced(db: Database, campaign_id: str, kind: str, fingerprint: str) -> dict[str, Any]:
+    """After a unique violation: the same id submitted twice at once (a double click) on
+    PostgreSQL, where the other request committed first; answer as a re-submission does."""
+    async with db.read() as conn:
+        existing = await _existing(conn, campaign_id)
+    if existing is None:
+        raise RuntimeError(f"unique violation without a {kind} {campaign_id}")
+    return _replay(existing, kind, fingerprint)
 
 
 def describe(row: Any) -> dict[str, Any]:
@@ -173,55 +207,57 @@ async def run_campaign(
         "selection": selection.model_dump(mode="json"),
     }
     fingerprint = _request_hash(body)
-    async with db.write() as conn:
-        existing = await _existing(conn, campaign_id)
-        if existing is not None:
-            if existing.request_hash != fingerprint or existing.kind != "campaign":
-                raise BonusError(ErrorCode.IDEMPOTENCY_CONFLICT, campaign_id=campaign_id)
-            return describe(existing)
-        cursor = await next_cursor(conn)
-        chosen = cards_query(selection, today).add_columns(
-            sa.literal(amount_kop, sa.BigInteger).label("amount")
-        )
-        await _credit_set(
-            conn,
-            campaign_id=campaign_id,
-            lot_suffix="c",
-            source="campaign",
-            kind="campaign",
-            expires_on=expires_on,
-            today=today,
-            now=now,
-            card_numbers=chosen,
-            note=note,
-            cursor=cursor,
-        )
-        count = int(
-            await conn.scalar(
-                sa.select(sa.func.count())
-                .select_from(lots)
-                .where(lots.c.source_ref == campaign_id, lots.c.source == "campaign")
+    try:
+        async with db.write() as conn:
+            existing = await _existing(conn, campaign_id)
+            if existing is not None:
+                return _replay(existing, "campaign", fingerprint)
+            await _lock_cards(conn)
+            cursor = await next_cursor(conn)
+            chosen = cards_query(selection, today).add_columns(
+                sa.literal(amount_kop, sa.BigInteger).label("amount")
             )
-            or 0
-        )
-        await conn.execute(
-            schema.campaigns.insert().values(
+            await _credit_set(
+                conn,
                 campaign_id=campaign_id,
+                lot_suffix="c",
+                source="campaign",
                 kind="campaign",
-                state="done",
-                amount_kop=amount_kop,
                 expires_on=expires_on,
+                today=today,
+                now=now,
+                card_numbers=chosen,
                 note=note,
-                selection=selection.model_dump(mode="json"),
-                request_hash=fingerprint,
-                cards=count,
-                total_kop=count * amount_kop,
-                created_by=login,
-                created_at=now,
+                cursor=cursor,
             )
-        )
-        row = await _existing(conn, campaign_id)
-        return describe(row)
+            count = int(
+                await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(lots)
+                    .where(lots.c.source_ref == campaign_id, lots.c.source == "campaign")
+                )
+                or 0
+            )
+            await conn.execute(
+                schema.campaigns.insert().values(
+                    campaign_id=campaign_id,
+                    kind="campaign",
+                    state="done",
+                    amount_kop=amount_kop,
+                    expires_on=expires_on,
+                    note=note,
+                    selection=selection.model_dump(mode="json"),
+                    request_hash=fingerprint,
+                    cards=count,
+                    total_kop=count * amount_kop,
+                    created_by=login,
+                    created_at=now,
+                )
+            )
+            row = await _existing(conn, campaign_id)
+            return describe(row)
+    except sa.exc.IntegrityError:
+        return await _raced(db, campaign_id, "campaign", fingerprint)
 
 
 async def cancel_campaign(
@@ -229,7 +265,7 @@ async def cancel_campaign(
 ) -> dict[str, Any]:
     """Debit what is still unspent of the campaign's lots; report what had been spent."""
     async with db.write() as conn:
-        row = await _existing(conn, campaign_id)
+        row = await _existing(conn, campaign_id, lock=True)
         if row is None or row.kind != "campaign":
             raise BonusError(ErrorCode.NOT_FOUND, "Бонус-акция не найдена", campaign_id=campaign_id)
         if row.state == "cancelled":
@@ -244,6 +280,7 @@ async def cancel_campaign(
                 ).where(mine)
             )
         ).one()
+        await _lock_cards(conn)
         cursor = await next_cursor(conn)
         await conn.execute(
             transactions.insert().from_select(
@@ -335,68 +372,77 @@ async def run_zeroing(
         "selection": selection.model_dump(mode="json"),
     }
     fingerprint = _request_hash(body)
-    async with db.write() as conn:
-        existing = await _existing(conn, zeroing_id)
-        if existing is not None:
-            if existing.request_hash != fingerprint or existing.kind != "zeroing":
-                raise BonusError(ErrorCode.IDEMPOTENCY_CONFLICT, campaign_id=zeroing_id)
-            return describe(existing)
-        inactive = cards_query(selection, today).where(
-            sa.or_(cards.c.last_purchase_on.is_(None), cards.c.last_purchase_on < before_date)
-        )
-        cursor = await next_cursor(conn)
-        target = sa.and_(
-            lots.c.expires_on.is_(None), lots.c.remaining_kop > 0, lots.c.card.in_(inactive)
-        )
-        await conn.execute(
-            transactions.insert().from_select(
-                ["card", "kind", "amount_kop", "lots", "campaign_id", "received_at", "note"],
-                sa.select(
-                    lots.c.card,
-                    sa.literal("zeroing"),
-                    -sa.func.sum(lots.c.remaining_kop),
-                    _pairs_agg(conn, lots.c.lot_id, lots.c.remaining_kop),
-                    sa.literal(zeroing_id),
-                    sa.literal(now, sa.DateTime(timezone=True)),
-                    sa.literal(note),
-                )
-                .where(target)
-                .group_by(lots.c.card),
+    try:
+        async with db.write() as conn:
+            existing = await _existing(conn, zeroing_id)
+            if existing is not None:
+                return _replay(existing, "zeroing", fingerprint)
+            inactive = cards_query(selection, today).where(
+                sa.or_(cards.c.last_purchase_on.is_(None), cards.c.last_purchase_on < before_date)
             )
-        )
-        # The cards just debited are the stable set: update exactly those.
-        zeroed = sa.select(transactions.c.card).where(
-            transactions.c.campaign_id == zeroing_id, transactions.c.kind == "zeroing"
-        )
-        await conn.execute(
-            lots.update()
-            .where(lots.c.expires_on.is_(None), lots.c.remaining_kop > 0, lots.c.card.in_(zeroed))
-            .values(remaining_kop=0)
-        )
-        await conn.execute(cards.update().where(cards.c.number.in_(zeroed)).values(cursor=cursor))
-        count, total = (
+            await _lock_cards(conn)
+            cursor = await next_cursor(conn)
+            target = sa.and_(
+                lots.c.expires_on.is_(None), lots.c.remaining_kop > 0, lots.c.card.in_(inactive)
+            )
             await conn.execute(
-                sa.select(
-                    sa.func.count(), sa.func.coalesce(-sa.func.sum(transactions.c.amount_kop), 0)
-                ).where(transactions.c.campaign_id == zeroing_id, transactions.c.kind == "zeroing")
+                transactions.insert().from_select(
+                    ["card", "kind", "amount_kop", "lots", "campaign_id", "received_at", "note"],
+                    sa.select(
+                        lots.c.card,
+                        sa.literal("zeroing"),
+                        -sa.func.sum(lots.c.remaining_kop),
+                        _pairs_agg(conn, lots.c.lot_id, lots.c.remaining_kop),
+                        sa.literal(zeroing_id),
+                        sa.literal(now, sa.DateTime(timezone=True)),
+                        sa.literal(note),
+                    )
+                    .where(target)
+                    .group_by(lots.c.card),
+                )
             )
-        ).one()
-        await conn.execute(
-            schema.campaigns.insert().values(
-                campaign_id=zeroing_id,
-                kind="zeroing",
-                state="done",
-                before_date=before_date,
-                note=note,
-                selection=selection.model_dump(mode="json"),
-                request_hash=fingerprint,
-                cards=int(count),
-                total_kop=int(total),
-                created_by=login,
-                created_at=now,
+            # The cards just debited are the stable set: update exactly those.
+            zeroed = sa.select(transactions.c.card).where(
+                transactions.c.campaign_id == zeroing_id, transactions.c.kind == "zeroing"
             )
-        )
-        return describe(await _existing(conn, zeroing_id))
+            await conn.execute(
+                lots.update()
+                .where(
+                    lots.c.expires_on.is_(None), lots.c.remaining_kop > 0, lots.c.card.in_(zeroed)
+                )
+                .values(remaining_kop=0)
+            )
+            await conn.execute(
+                cards.update().where(cards.c.number.in_(zeroed)).values(cursor=cursor)
+            )
+            count, total = (
+                await conn.execute(
+                    sa.select(
+                        sa.func.count(),
+                        sa.func.coalesce(-sa.func.sum(transactions.c.amount_kop), 0),
+                    ).where(
+                        transactions.c.campaign_id == zeroing_id, transactions.c.kind == "zeroing"
+                    )
+                )
+            ).one()
+            await conn.execute(
+                schema.campaigns.insert().values(
+                    campaign_id=zeroing_id,
+                    kind="zeroing",
+                    state="done",
+                    before_date=before_date,
+                    note=note,
+                    selection=selection.model_dump(mode="json"),
+                    request_hash=fingerprint,
+                    cards=int(count),
+                    total_kop=int(total),
+                    created_by=login,
+                    created_at=now,
+                )
+            )
+            return describe(await _existing(conn, zeroing_id))
+    except sa.exc.IntegrityError:
+        return await _raced(db, zeroing_id, "zeroing", fingerprint)
 
 
 async def cancel_zeroing(
@@ -404,11 +450,12 @@ async def cancel_zeroing(
 ) -> dict[str, Any]:
     """Give back exactly what the zeroing took, as non-expiring points (debt paid first)."""
     async with db.write() as conn:
-        row = await _existing(conn, zeroing_id)
+        row = await _existing(conn, zeroing_id, lock=True)
         if row is None or row.kind != "zeroing":
             raise BonusError(ErrorCode.NOT_FOUND, "Обнуление не найдено", campaign_id=zeroing_id)
         if row.state == "cancelled":
             return describe(row)
+        await _lock_cards(conn)
         cursor = await next_cursor(conn)
         taken = sa.select(
             transactions.c.card.label("number"), (-transactions.c.amount_kop).label("amount")

@@ -53,6 +53,10 @@ async def search_cards(
         "expiring": expiring,
     }
     order = columns[sort].desc() if descending else columns[sort].asc()
+    if sort == "last_purchase_on":
+        # A card that never bought is the least recent, on both databases (PostgreSQL puts
+        # NULL first when descending, SQLite last).
+        order = order.nulls_last() if descending else order.nulls_first()
     query = (
         sa.select(cards, non_expiring.label("non_expiring"), expiring.label("expiring"))
         .where(cards.c.number.in_(sa.select(numbers.c.number)))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
@@ -45,8 +45,12 @@ class JournalFilter(BaseModel):
     kind: str | None = Field(None, max_length=32)
     receipt_id: str | None = Field(None, max_length=80)
     campaign_id: str | None = Field(None, max_length=80)
-    since: datetime | None = Field(None, description="Received centrally at or after.")
-    until: datetime | None = Field(None, description="Received centrally before.")
+    since: datetime | None = Field(
+        None, description="Received centrally at or after (ISO 8601; no offset = UTC)."
+    )
+    until: datetime | None = Field(
+        None, description="Received centrally before (ISO 8601; no offset = UTC)."
+    )
     order: Literal["newest", "oldest"] = "newest"
 
 
@@ -62,10 +66,18 @@ def _query(f: JournalFilter) -> sa.Select[Any]:
         if value is not None:
             query = query.where(column == value)
     if f.since is not None:
-        query = query.where(transactions.c.received_at >= f.since)
+        query = query.where(transactions.c.received_at >= _utc(f.since))
     if f.until is not None:
-        query = query.where(transactions.c.received_at < f.until)
+        query = query.where(transactions.c.received_at < _utc(f.until))
     return query
+
+
+def _utc(moment: datetime) -> datetime:
+    """A bound in UTC: SQLite keeps UTC digits and ignores an offset, so a Moscow-time period
+    must be converted before it is compared; a bound without an offset is taken as UTC."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _row(row: Any) -> dict[str, Any]:

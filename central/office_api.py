@@ -20,6 +20,7 @@ from central import schema
 from central.annulment import annul_receipt
 from central.api import DB_KEY
 from central.campaigns import (
+    CAMPAIGN_ID_CHARS_MAX,
     campaign_cards,
     cancel_campaign,
     cancel_zeroing,
@@ -66,7 +67,9 @@ class LoginRequest(Body):
 
 
 class CampaignRequest(Body):
-    campaign_id: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9._:\-]+$")
+    campaign_id: str = Field(
+        min_length=1, max_length=CAMPAIGN_ID_CHARS_MAX, pattern=r"^[A-Za-z0-9._:\-]+$"
+    )
     amount: AmountIn
     expires_on: date | None = Field(
         None, description="Last day the points can pay; none = non-expiring."
@@ -76,7 +79,9 @@ class CampaignRequest(Body):
 
 
 class ZeroingRequest(Body):
-    zeroing_id: str = Field(min_length=1, max_length=80, pattern=r"^[A-Za-z0-9._:\-]+$")
+    zeroing_id: str = Field(
+        min_length=1, max_length=CAMPAIGN_ID_CHARS_MAX, pattern=r"^[A-Za-z0-9._:\-]+$"
+    )
     before_date: date = Field(description="Cards whose last purchase is strictly before this day.")
     note: str = Field(min_length=1, max_length=500)
     selection: Selection
@@ -505,6 +510,14 @@ async def office_middleware(request: web.Request, handler: Handler) -> web.Strea
     except ValidationError:
         await _audit(request, 422, {"error": "validation_error"})
         raise
+    except web.HTTPException as exc:
+        # Refused by aiohttp itself: no such route, a method not allowed, a body too large.
+        if exc.status >= 400:
+            await _audit(request, exc.status, {"error": exc.reason})
+        raise
+    except Exception:
+        await _audit(request, 500, {"error": "internal_error"})
+        raise
     result: Any = {}
     if isinstance(response, web.Response) and response.text:
         try:
@@ -520,12 +533,15 @@ async def office_middleware(request: web.Request, handler: Handler) -> web.Strea
 async def _audit(request: web.Request, status: int, result: Any) -> None:
     params = request.get(AUDIT_KEY, {})
     member = request.get(MEMBER_KEY)
+    resource = request.match_info.route.resource
+    action = f"{request.method} {resource.canonical if resource else request.path}"
     async with request.app[DB_KEY].write() as conn:
         await conn.execute(
             schema.audit.insert().values(
                 at=now(),
                 login=member.login if member else params.get("login"),
-                action=f"{request.method} {request.match_info.route.resource.canonical if request.match_info.route.resource else request.path}",
+                # Cut to the columns' widths: a long path of no route must not fail the audit.
+                action=action[:64],
                 target=request.path[:200],
                 params=params,
                 status=status,
