@@ -9,10 +9,9 @@ bound what it may redeem alone.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import dataclass
 from datetime import date
-
-import aiosqlite
 
 from agent import store
 from agent.context import AgentContext
@@ -29,10 +28,10 @@ class Decision:
     authorization_id: str | None
 
 
-async def pending_delta(conn: aiosqlite.Connection, card: str) -> int:
+def pending_delta(conn: sqlite3.Connection, card: str) -> int:
     """The net effect on a card of this store's operations the central server has not seen."""
-    acked = int(await store.get_meta(conn, "acked_seq") or 0)
-    entries = await store.pending_entries_for(conn, [card], acked)
+    acked = int(store.get_meta(conn, "acked_seq") or 0)
+    entries = store.pending_entries_for(conn, [card], acked)
     return sum(int(entry.payload.get("effect", {}).get("delta", 0)) for entry in entries)
 
 
@@ -46,7 +45,7 @@ async def authorize_online(
         authorization_id=authorization_id,
         card=card,
         amount=amount_kop,
-        pending_delta=await pending_delta(ctx.db.reader, card),
+        pending_delta=pending_delta(ctx.db.reader, card),
     )
     answer: AuthorizeResponse | None = await ctx.central(request)
     if answer is None:
@@ -61,8 +60,8 @@ async def authorize_online(
     return Decision(authorization_id)
 
 
-async def check_offline_caps(
-    ctx: AgentContext, conn: aiosqlite.Connection, card: str, amount_kop: int, today: date
+def check_offline_caps(
+    ctx: AgentContext, conn: sqlite3.Connection, card: str, amount_kop: int, today: date
 ) -> None:
     """Refuse a redemption made without central authorisation beyond the offline caps."""
     settings = ctx.settings
@@ -78,24 +77,22 @@ async def check_offline_caps(
     if settings.offline_redemption_store_total_max_kop is not None:
         mark = ctx.freshness.mark
         since = mark.wall_at.isoformat() if mark else ""
-        async with conn.execute(
+        row = conn.execute(
             "SELECT coalesce(sum(json_extract(payload, '$.effect.redeemed')), 0) FROM journal "
             "WHERE kind = 'sale' AND json_extract(payload, '$.authorization_id') IS NULL "
             "AND created_at > ?",
             (since,),
-        ) as cursor:
-            row = await cursor.fetchone()
+        ).fetchone()
         total = int(row[0]) if row else 0
         if total + amount_kop > settings.offline_redemption_store_total_max_kop:
             raise BonusError(ErrorCode.REDEMPTION_OFFLINE_LIMIT, limit="store_total_since_sync")
     if settings.offline_redemptions_per_card_day_max is not None:
-        async with conn.execute(
+        row = conn.execute(
             "SELECT count(*) FROM journal WHERE kind = 'sale' AND card = ? "
             "AND json_extract(payload, '$.day') = ? "
             "AND json_extract(payload, '$.authorization_id') IS NULL "
             "AND json_extract(payload, '$.effect.redeemed') > 0",
             (card, today.isoformat()),
-        ) as cursor:
-            row = await cursor.fetchone()
+        ).fetchone()
         if row and int(row[0]) >= settings.offline_redemptions_per_card_day_max:
             raise BonusError(ErrorCode.REDEMPTION_OFFLINE_LIMIT, limit="per_card_day")

@@ -47,8 +47,7 @@ async def serve(config: AgentConfig, config_path: Path | None) -> None:
     async def healthy() -> bool:
         # The journal answers a trivial query: the event loop and the database are alive.
         ctx = app[CTX_KEY]
-        async with ctx.db.reader.execute("SELECT 1") as cursor:
-            return await cursor.fetchone() is not None
+        return ctx.db.reader.execute("SELECT 1").fetchone() is not None
 
     watchdog = None
     interval = watchdog_interval_s()

@@ -63,17 +63,16 @@ class AgentContext:
     async def load(self) -> None:
         """Read the settings, the phone key and the sync state from the database."""
         conn = self.db.reader
-        settings = await store.get_meta(conn, "settings")
+        settings = store.get_meta(conn, "settings")
         if settings is not None:
             self.settings = ProgramSettings.model_validate(settings)
-        key = await store.get_meta(conn, "phone_key")
+        key = store.get_meta(conn, "phone_key")
         if key is None:
             key = secrets.token_hex(32)
-            async with self.db.write() as wconn:
-                await store.set_meta(wconn, "phone_key", key)
+            await self.db.write(lambda wconn: store.set_meta(wconn, "phone_key", key))
         self.phone_key = bytes.fromhex(key)
-        mark = await store.get_meta(conn, "sync_mark")
-        high_water = await store.get_meta(conn, "wall_high_water")
+        mark = store.get_meta(conn, "sync_mark")
+        high_water = store.get_meta(conn, "wall_high_water")
         self.freshness = Freshness(
             SyncMark.from_json(mark) if mark else None,
             datetime.fromisoformat(high_water) if high_water else None,
@@ -83,8 +82,9 @@ class AgentContext:
         """Remember the latest wall time seen, so a clock set back after a reboot is noticed."""
         now = self.clock.now()
         if self.freshness.wall_high_water is None or now > self.freshness.wall_high_water:
-            async with self.db.write() as conn:
-                await store.set_meta(conn, "wall_high_water", now.isoformat())
+            await self.db.write(
+                lambda conn: store.set_meta(conn, "wall_high_water", now.isoformat())
+            )
             self.freshness.wall_high_water = now
 
     async def record_sync(self, central_at: datetime) -> None:
@@ -95,15 +95,14 @@ class AgentContext:
             boot_id=self.clock.boot_id,
             monotonic_s=self.clock.monotonic_s(),
         )
-        async with self.db.write() as conn:
-            await store.set_meta(conn, "sync_mark", mark.to_json())
+        await self.db.write(lambda conn: store.set_meta(conn, "sync_mark", mark.to_json()))
         self.freshness.mark = mark
 
-    async def pending_ops(self) -> int:
+    def pending_ops(self) -> int:
         """Operations recorded here that the central server has not acknowledged yet."""
         conn = self.db.reader
-        acked = int(await store.get_meta(conn, "acked_seq") or 0)
-        return await store.last_seq(conn) - acked
+        acked = int(store.get_meta(conn, "acked_seq") or 0)
+        return store.last_seq(conn) - acked
 
     def hash_phone(self, phone10: str) -> str:
         """The keyed hash under which the replica finds a phone's card."""

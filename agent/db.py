@@ -1,23 +1,35 @@
-"""The agent's SQLite database: connections, pragmas and ordered migrations.
+"""The agent's SQLite database: connections, pragmas, ordered migrations, and the writer.
 
-One write connection serialised by a lock, every write one short ``BEGIN IMMEDIATE``
-transaction; reads go through their own connection (WAL lets them run beside the writer).
+Reads are point queries answered on the event loop's thread from their own connection (WAL lets
+them run beside the writer; each takes microseconds, less than a hop to another thread).
+
+Every write is a function run by the one writer thread.  The writer takes the functions that
+are waiting, runs them in one ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint (a
+refused operation rolls back alone), commits once — one fsync for the group — and only then
+answers each caller.  Nothing is acknowledged before its commit is durable.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
-
-import aiosqlite
+from typing import Any, Final, TypeVar
 
 log = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS: Final = 5000
+#: Operations committed together at most (one fsync for all of them).
+GROUP_COMMIT_MAX: Final = 64
+#: Operations waiting for the writer at most; more are refused as busy rather than queued.
+WRITE_QUEUE_MAX: Final = 1000
+
+T = TypeVar("T")
 
 MIGRATIONS: Final[list[tuple[str, str]]] = [
     (
@@ -112,34 +124,32 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
 ]
 
 
-async def _configure(conn: aiosqlite.Connection) -> None:
-    await conn.execute("PRAGMA journal_mode=WAL")
-    await conn.execute("PRAGMA synchronous=FULL")
-    await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    await conn.execute("PRAGMA foreign_keys=ON")
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys=ON")
 
 
-async def migrate(conn: aiosqlite.Connection) -> list[str]:
+def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply the migrations not yet recorded, each in the transaction that records it."""
-    await conn.execute(
+    conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
     )
-    await conn.commit()
-    async with conn.execute("SELECT name FROM schema_migrations") as cursor:
-        done = {row[0] for row in await cursor.fetchall()}
+    done = {row[0] for row in conn.execute("SELECT name FROM schema_migrations")}
     applied = []
     for name, sql in MIGRATIONS:
         if name in done:
             continue
-        await conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")
         try:
             # executescript would commit on its own; run the statements one by one instead.
             for statement in _statements(sql):
-                await conn.execute(statement)
-            await conn.execute("INSERT INTO schema_migrations VALUES (?, datetime('now'))", (name,))
-            await conn.commit()
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations VALUES (?, datetime('now'))", (name,))
+            conn.execute("COMMIT")
         except BaseException:
-            await conn.rollback()
+            conn.execute("ROLLBACK")
             raise
         log.info("applied migration %s", name)
         applied.append(name)
@@ -151,48 +161,136 @@ def _statements(sql: str) -> list[str]:
     return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
 
 
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """A connection with the agent's pragmas, in autocommit mode (transactions are explicit)."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    _configure(conn)
+    if read_only:
+        conn.execute("PRAGMA query_only=ON")
+    return conn
+
+
+class ServiceBusy(Exception):
+    """The writer's queue is full."""
+
+
+@dataclass
+class _Job:
+    fn: Callable[[sqlite3.Connection], Any]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller gave up waiting; the work is committed all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class Database:
-    """The agent's two connections: one writer behind a lock, one reader."""
+    """The read connection and the writer thread."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._writer: aiosqlite.Connection | None = None
-        self._reader: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._reader: sqlite3.Connection | None = None
+        self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=WRITE_QUEUE_MAX)
+        self._thread: threading.Thread | None = None
+        self.groups_committed = 0
 
     async def open(self) -> None:
-        """Open both connections, creating and migrating the database if needed."""
+        """Create and migrate the database, start the writer, open the reader."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-        await _configure(self._writer)
-        await migrate(self._writer)
-        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        await _configure(self._reader)
-        await self._reader.execute("PRAGMA query_only=ON")
+        started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(
+            target=self._writer, args=(loop, started), name="journal-writer", daemon=True
+        )
+        self._thread.start()
+        await started
+        self._reader = connect(self.path, read_only=True)
 
     async def close(self) -> None:
-        """Close both connections."""
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                await conn.close()
-        self._reader = self._writer = None
+        """Finish the queued writes, stop the writer, close the reader."""
+        if self._thread is not None:
+            await asyncio.to_thread(self._queue.put, None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
     @property
-    def reader(self) -> aiosqlite.Connection:
-        """The read connection."""
+    def reader(self) -> sqlite3.Connection:
+        """The read connection (use on the event loop's thread)."""
         assert self._reader is not None, "database is open"
         return self._reader
 
-    @asynccontextmanager
-    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One write transaction: ``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error."""
-        assert self._writer is not None, "database is open"
-        async with self._write_lock:
-            conn = self._writer
-            await conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                await conn.rollback()
-                raise
-            await conn.commit()
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a write transaction; its result once the commit is durable."""
+        assert self._thread is not None, "database is open"
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        try:
+            self._queue.put_nowait(_Job(fn, loop, future))
+        except queue.Full as exc:
+            raise ServiceBusy("too many writes waiting") from exc
+        # Shielded: once queued, the write happens; a cancelled caller just stops waiting.
+        return await asyncio.shield(future)
+
+    def _writer(self, loop: asyncio.AbstractEventLoop, started: asyncio.Future[None]) -> None:
+        try:
+            conn = connect(self.path)
+            migrate(conn)
+        except BaseException as exc:
+            loop.call_soon_threadsafe(_settle, started, None, exc)
+            return
+        loop.call_soon_threadsafe(_settle, started, None, None)
+        try:
+            while True:
+                job = self._queue.get()
+                if job is None:
+                    return
+                jobs = [job]
+                stop = False
+                while len(jobs) < GROUP_COMMIT_MAX:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:
+                        stop = True
+                        break
+                    jobs.append(more)
+                self._commit_group(conn, jobs)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit_group(self, conn: sqlite3.Connection, jobs: list[_Job]) -> None:
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                conn.execute("SAVEPOINT operation")
+                try:
+                    result = job.fn(conn)
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO operation")
+                    conn.execute("RELEASE operation")
+                    outcomes.append((job, None, exc))
+                else:
+                    conn.execute("RELEASE operation")
+                    outcomes.append((job, result, None))
+            conn.execute("COMMIT")
+            self.groups_committed += 1
+        except Exception as exc:  # the commit itself failed: nothing of the group is kept
+            log.exception("write transaction failed")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            outcomes = [(job, None, exc) for job in jobs]
+        for job, result, error in outcomes:
+            job.loop.call_soon_threadsafe(_settle, job.future, result, error)

@@ -8,12 +8,12 @@ returns the recorded answer.
 from __future__ import annotations
 
 import logging
+import sqlite3
 from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-import aiosqlite
 from pydantic import BaseModel
 from uuid6 import uuid7
 
@@ -141,8 +141,8 @@ class Operations:
 
     # --- reading ------------------------------------------------------------------------------
 
-    async def _card(self, conn: aiosqlite.Connection, raw: str) -> store.CardRow:
-        card = await store.find_card(conn, parse_card_ref(raw))
+    def _card(self, conn: sqlite3.Connection, raw: str) -> store.CardRow:
+        card = store.find_card(conn, parse_card_ref(raw))
         if card is None:
             raise BonusError(ErrorCode.CARD_NOT_FOUND)
         if card.status == "blocked":
@@ -158,7 +158,7 @@ class Operations:
         conn = self.ctx.db.reader
         if request.phone is not None:
             phone10 = parse_phone(request.phone)
-            card = await store.find_card_by_phone(conn, self.ctx.hash_phone(phone10))
+            card = store.find_card_by_phone(conn, self.ctx.hash_phone(phone10))
             if card is None:
                 raise BonusError(ErrorCode.CARD_NOT_FOUND)
             if card.status == "blocked":
@@ -166,7 +166,7 @@ class Operations:
             self.ctx.remember_phone(card.number, phone10)
         else:
             assert request.card is not None
-            card = await self._card(conn, request.card)
+            card = self._card(conn, request.card)
         refusal = self.ctx.redemption_refusal()
         return LookupResponse(
             card=_card_out(card),
@@ -177,7 +177,7 @@ class Operations:
 
     async def calculate(self, request: CalculateRequest) -> CalculateResponse:
         """What a receipt would accrue and could redeem; no side effects."""
-        card = await self._card(self.ctx.db.reader, request.card)
+        card = self._card(self.ctx.db.reader, request.card)
         current = self.balance_of(card.wallet)
         refusal = self.ctx.redemption_refusal()
         available = current.available_kop if refusal is None else 0
@@ -196,10 +196,10 @@ class Operations:
     async def transactions(self, raw_card: str) -> TransactionsResponse:
         """The card's recent operations at this store, newest first."""
         conn = self.ctx.db.reader
-        card = await self._card(conn, raw_card)
-        acked = int(await store.get_meta(conn, "acked_seq") or 0)
+        card = self._card(conn, raw_card)
+        acked = int(store.get_meta(conn, "acked_seq") or 0)
         out = []
-        for entry in await store.card_entries(conn, card.number, TRANSACTIONS_LIMIT):
+        for entry in store.card_entries(conn, card.number, TRANSACTIONS_LIMIT):
             effect = entry.payload.get("effect", {})
             out.append(
                 TransactionOut(
@@ -218,10 +218,10 @@ class Operations:
     # --- idempotency --------------------------------------------------------------------------
 
     @staticmethod
-    async def _replay(
-        conn: aiosqlite.Connection, kind: str, key: str, fingerprint: str
+    def _replay(
+        conn: sqlite3.Connection, kind: str, key: str, fingerprint: str
     ) -> dict[str, Any] | None:
-        entry = await store.find_entry(conn, kind, key)
+        entry = store.find_entry(conn, kind, key)
         if entry is None:
             return None
         if entry.request_hash != fingerprint:
@@ -234,7 +234,7 @@ class Operations:
         """Commit a sale: accrual and redemption, atomic and idempotent on the receipt id."""
         body = request.model_dump(mode="json")
         fingerprint = request_hash(body)
-        replayed = await self._replay(self.ctx.db.reader, "sale", request.receipt_id, fingerprint)
+        replayed = self._replay(self.ctx.db.reader, "sale", request.receipt_id, fingerprint)
         if replayed is not None:
             return replayed
         if request.redeem > 0:
@@ -253,7 +253,7 @@ class Operations:
         if request.redeem > 0:
             # While the central server answers, the chain-wide balance decides (two stores
             # cannot spend the same points); otherwise the store's own rules and offline caps.
-            card = await self._card(self.ctx.db.reader, request.card)
+            card = self._card(self.ctx.db.reader, request.card)
             decision = await authorize_online(
                 self.ctx,
                 card.number,
@@ -261,34 +261,37 @@ class Operations:
                 f"{self.ctx.config.store_id}:{request.receipt_id}",
             )
             authorization_id = decision.authorization_id
-        async with self.ctx.db.write() as conn:
-            replayed = await self._replay(conn, "sale", request.receipt_id, fingerprint)
+
+        def _write(conn: sqlite3.Connection) -> Any:
+            replayed = self._replay(conn, "sale", request.receipt_id, fingerprint)
             if replayed is not None:
                 return replayed
-            return await self._commit_sale(conn, request, fingerprint, authorization_id)
+            return self._commit_sale(conn, request, fingerprint, authorization_id)
 
-    async def _commit_sale(
+        return await self.ctx.db.write(_write)
+
+    def _commit_sale(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         request: SaleRequest,
         fingerprint: str,
         authorization_id: str | None,
     ) -> dict[str, Any]:
         ctx = self.ctx
-        card = await self._card(conn, request.card)
+        card = self._card(conn, request.card)
         now = ctx.clock.now()
         today = ctx.today()
         wallet = card.wallet
         held_kop = 0
         if request.hold_id is not None:
-            wallet, held_kop = await self._take_hold(conn, request.hold_id, card.number, now)
+            wallet, held_kop = self._take_hold(conn, request.hold_id, card.number, now)
         if request.redeem > 0 and ctx.settings.redemption_confirmation == "code":
             if request.verification_id is not None:
-                await self._use_verification(conn, request.verification_id, card.number)
+                self._use_verification(conn, request.verification_id, card.number)
             elif request.redeem > held_kop:
                 raise BonusError(ErrorCode.VERIFICATION_REQUIRED, reason="more than the hold")
         if request.redeem > 0 and authorization_id is None:
-            await check_offline_caps(ctx, conn, card.number, request.redeem, today)
+            check_offline_caps(ctx, conn, card.number, request.redeem, today)
         current = balance(wallet, today, now)
         lines = _lines(request.lines)
         result = calculate(lines, ctx.settings, current.available_kop, request.redeem)
@@ -358,7 +361,7 @@ class Operations:
                 "debt_paid": debt_paid,
             },
         }
-        seq = await store.append_entry(
+        seq = store.append_entry(
             conn,
             op_id=op_id,
             kind="sale",
@@ -369,8 +372,8 @@ class Operations:
             response=_dump(response),
             created_at=now,
         )
-        await store.save_wallet(conn, card.number, wallet)
-        await store.insert_receipt(
+        store.save_wallet(conn, card.number, wallet)
+        store.insert_receipt(
             conn,
             store.ReceiptRow(
                 receipt_id=request.receipt_id,
@@ -384,30 +387,28 @@ class Operations:
             ),
         )
         if request.hold_id is not None:
-            await store.set_hold_state(conn, request.hold_id, "consumed")
+            store.set_hold_state(conn, request.hold_id, "consumed")
         if request.verification_id is not None and request.redeem > 0:
-            await store.update_verification(conn, request.verification_id, used_by=op_id)
+            store.update_verification(conn, request.verification_id, used_by=op_id)
         return _dump(response)
 
-    async def _take_hold(
-        self, conn: aiosqlite.Connection, hold_id: str, card: str, now: datetime
+    def _take_hold(
+        self, conn: sqlite3.Connection, hold_id: str, card: str, now: datetime
     ) -> tuple[Wallet, int]:
         """The card's wallet without the hold, and the amount the hold set aside."""
-        hold = await store.find_hold(conn, hold_id)
+        hold = store.find_hold(conn, hold_id)
         if hold is None or hold.card != card:
             raise BonusError(ErrorCode.HOLD_NOT_FOUND)
         if hold.state != "active":
             raise BonusError(ErrorCode.HOLD_RESOLVED, state=hold.state)
         if hold.expires_at <= now:
             raise BonusError(ErrorCode.HOLD_EXPIRED)
-        found = await store.find_card(conn, card)
+        found = store.find_card(conn, card)
         assert found is not None
         return drop_hold(found.wallet, hold_id), hold.amount_kop
 
-    async def _use_verification(
-        self, conn: aiosqlite.Connection, verification_id: str, card: str
-    ) -> None:
-        verification = await store.find_verification(conn, verification_id)
+    def _use_verification(self, conn: sqlite3.Connection, verification_id: str, card: str) -> None:
+        verification = store.find_verification(conn, verification_id)
         if (
             verification is None
             or verification.card != card
@@ -426,23 +427,26 @@ class Operations:
     async def return_(self, request: ReturnRequest) -> dict[str, Any]:
         """Reverse a receipt's accrual and refund its redemption, wholly or in part."""
         fingerprint = request_hash(request.model_dump(mode="json"))
-        replayed = await self._replay(self.ctx.db.reader, "return", request.return_id, fingerprint)
+        replayed = self._replay(self.ctx.db.reader, "return", request.return_id, fingerprint)
         if replayed is not None:
             return replayed
-        async with self.ctx.db.write() as conn:
-            replayed = await self._replay(conn, "return", request.return_id, fingerprint)
+
+        def _write(conn: sqlite3.Connection) -> Any:
+            replayed = self._replay(conn, "return", request.return_id, fingerprint)
             if replayed is not None:
                 return replayed
-            return await self._commit_return(conn, request, fingerprint)
+            return self._commit_return(conn, request, fingerprint)
 
-    async def _commit_return(
-        self, conn: aiosqlite.Connection, request: ReturnRequest, fingerprint: str
+        return await self.ctx.db.write(_write)
+
+    def _commit_return(
+        self, conn: sqlite3.Connection, request: ReturnRequest, fingerprint: str
     ) -> dict[str, Any]:
         ctx = self.ctx
-        receipt = await store.find_receipt(conn, request.receipt_id)
+        receipt = store.find_receipt(conn, request.receipt_id)
         if receipt is None:
             raise BonusError(ErrorCode.RECEIPT_NOT_FOUND)
-        found = await store.find_card(conn, receipt.card)
+        found = store.find_card(conn, receipt.card)
         assert found is not None, "a receipt's card is in the replica"
         sold = [
             SoldLine(line["line_id"], Decimal(line["qty"]), line["accrued"], line["redeemed"])
@@ -513,7 +517,7 @@ class Operations:
                 "refund_lots": allocations_to_json(given),
             },
         }
-        await store.append_entry(
+        store.append_entry(
             conn,
             op_id=op_id,
             kind="return",
@@ -524,11 +528,11 @@ class Operations:
             response=_dump(response),
             created_at=now,
         )
-        await store.save_wallet(conn, receipt.card, wallet)
+        store.save_wallet(conn, receipt.card, wallet)
         returned = {k: str(v) for k, v in before.items()}
         for line in plan.lines:
             returned[line.line_id] = str(before.get(line.line_id, Decimal(0)) + line.qty)
-        await store.update_receipt_returns(
+        store.update_receipt_returns(
             conn, request.receipt_id, returned, receipt.refunded_kop + plan.redemption_refunded_kop
         )
         return _dump(response)
@@ -538,7 +542,7 @@ class Operations:
     async def hold(self, request: HoldRequest) -> dict[str, Any]:
         """Set points aside for an order, idempotent on the hold id."""
         fingerprint = request_hash(request.model_dump(mode="json"))
-        replayed = await self._replay(self.ctx.db.reader, "hold", request.hold_id, fingerprint)
+        replayed = self._replay(self.ctx.db.reader, "hold", request.hold_id, fingerprint)
         if replayed is not None:
             return replayed
         if request.amount <= 0:
@@ -548,15 +552,16 @@ class Operations:
                 ErrorCode.VALIDATION_ERROR, field="ttl_s", max=self.ctx.settings.hold_ttl_max_s
             )
         await self.ctx.require_fresh()
-        async with self.ctx.db.write() as conn:
-            replayed = await self._replay(conn, "hold", request.hold_id, fingerprint)
+
+        def _write(conn: sqlite3.Connection) -> Any:
+            replayed = self._replay(conn, "hold", request.hold_id, fingerprint)
             if replayed is not None:
                 return replayed
-            card = await self._card(conn, request.card)
+            card = self._card(conn, request.card)
             if self.ctx.settings.redemption_confirmation == "code":
                 if request.verification_id is None:
                     raise BonusError(ErrorCode.VERIFICATION_REQUIRED)
-                await self._use_verification(conn, request.verification_id, card.number)
+                self._use_verification(conn, request.verification_id, card.number)
             now = self.ctx.clock.now()
             today = self.ctx.today()
             expires_at = now + timedelta(seconds=request.ttl_s)
@@ -578,7 +583,7 @@ class Operations:
                 state="active",
                 balance=_balance_out(balance(wallet, today, now)),
             )
-            seq = await store.append_entry(
+            seq = store.append_entry(
                 conn,
                 op_id=op_id,
                 kind="hold",
@@ -595,33 +600,36 @@ class Operations:
                 response=_dump(response),
                 created_at=now,
             )
-            await store.save_wallet(conn, card.number, wallet)
-            await store.insert_hold(
+            store.save_wallet(conn, card.number, wallet)
+            store.insert_hold(
                 conn,
                 store.HoldRow(
                     request.hold_id, card.number, request.amount, expires_at, "active", seq
                 ),
             )
             if request.verification_id is not None:
-                await store.update_verification(conn, request.verification_id, used_by=op_id)
+                store.update_verification(conn, request.verification_id, used_by=op_id)
             return _dump(response)
+
+        return await self.ctx.db.write(_write)
 
     async def release_hold(self, hold_id: str) -> dict[str, Any]:
         """Release a hold early; releasing it again answers the same."""
-        async with self.ctx.db.write() as conn:
-            hold = await store.find_hold(conn, hold_id)
+
+        def _write(conn: sqlite3.Connection) -> Any:
+            hold = store.find_hold(conn, hold_id)
             if hold is None:
                 raise BonusError(ErrorCode.HOLD_NOT_FOUND)
             if hold.state == "consumed":
                 raise BonusError(ErrorCode.HOLD_RESOLVED, state=hold.state)
-            found = await store.find_card(conn, hold.card)
+            found = store.find_card(conn, hold.card)
             assert found is not None
             now = self.ctx.clock.now()
             wallet = drop_hold(found.wallet, hold_id)
             state = hold.state
             if state == "active":
                 state = "released" if hold.expires_at > now else "expired"
-                await store.append_entry(
+                store.append_entry(
                     conn,
                     op_id=new_op_id(),
                     kind="hold_release",
@@ -632,8 +640,8 @@ class Operations:
                     response={},
                     created_at=now,
                 )
-                await store.set_hold_state(conn, hold_id, state)
-                await store.save_wallet(conn, hold.card, wallet)
+                store.set_hold_state(conn, hold_id, state)
+                store.save_wallet(conn, hold.card, wallet)
             response = HoldResponse(
                 hold_id=hold_id,
                 card=hold.card,
@@ -643,6 +651,8 @@ class Operations:
                 balance=_balance_out(balance(wallet, self.ctx.today(), now)),
             )
             return _dump(response)
+
+        return await self.ctx.db.write(_write)
 
     # --- registration -------------------------------------------------------------------------
 
@@ -656,20 +666,20 @@ class Operations:
             raise BonusError(ErrorCode.CONSENT_REQUIRED)
         phone_hash = self.ctx.hash_phone(phone10)
         physical = parse_card_ref(request.card) if request.card is not None else None
-        async with self.ctx.db.write() as conn:
-            existing = await store.find_card_by_phone(conn, phone_hash)
+
+        def _write(conn: sqlite3.Connection) -> tuple[RegisterResponse, bool]:
+            existing = store.find_card_by_phone(conn, phone_hash)
             if existing is not None:
-                self.ctx.remember_phone(existing.number, phone10)
                 return self._registered(existing, created=False), False
             if physical is not None:
-                if await store.find_card(conn, physical) is not None:
+                if store.find_card(conn, physical) is not None:
                     raise BonusError(ErrorCode.CARD_EXISTS)
                 number = physical
             else:
                 number = new_virtual_card_number()
-                while await store.find_card(conn, number) is not None:
+                while store.find_card(conn, number) is not None:
                     number = new_virtual_card_number()
-            await store.insert_card(conn, number, phone_hash, phone_last4(phone10))
+            store.insert_card(conn, number, phone_hash, phone_last4(phone10))
             now = self.ctx.clock.now()
             payload = {
                 "card": number,
@@ -679,10 +689,10 @@ class Operations:
                 "consents": request.consents.model_dump(mode="json"),
                 "effect": {},
             }
-            card = await store.find_card(conn, number)
+            card = store.find_card(conn, number)
             assert card is not None
             response = self._registered(card, created=True)
-            await store.append_entry(
+            store.append_entry(
                 conn,
                 op_id=new_op_id(),
                 kind="register",
@@ -693,8 +703,11 @@ class Operations:
                 response=_dump(response),
                 created_at=now,
             )
-        self.ctx.remember_phone(number, phone10)
-        return response, True
+            return response, True
+
+        response, created = await self.ctx.db.write(_write)
+        self.ctx.remember_phone(response.card.number, phone10)
+        return response, created
 
     def _registered(self, card: store.CardRow, *, created: bool) -> RegisterResponse:
         return RegisterResponse(

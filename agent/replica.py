@@ -3,11 +3,10 @@ applied on top (rebased), so that a till sees the right balance before and after
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
-
-import aiosqlite
 
 from agent import store
 from shared.codec import wallet_from_json, wallet_to_json
@@ -101,15 +100,15 @@ def _date(value: Any) -> date | None:
     return date.fromisoformat(value) if value else None
 
 
-async def apply_card_states(
-    conn: aiosqlite.Connection, states: list[CardState], acked_seq: int, now: datetime
+def apply_card_states(
+    conn: sqlite3.Connection, states: list[CardState], acked_seq: int, now: datetime
 ) -> None:
     """Store card states from the central server and rebase this store's pending operations."""
     if not states:
         return
     pending: dict[str, list[store.JournalEntry]] = {}
     numbers = [state.number for state in states]
-    for entry in await store.pending_entries_for(conn, numbers, acked_seq):
+    for entry in store.pending_entries_for(conn, numbers, acked_seq):
         pending.setdefault(entry.card, []).append(entry)
     rows = []
     for state in states:
@@ -132,7 +131,7 @@ async def apply_card_states(
                 state.cursor,
             )
         )
-    await conn.executemany(
+    conn.executemany(
         "INSERT INTO cards (number, barcode, status, merged_into, phone_hash, phone_last4, verified, "
         "base, wallet, last_purchase_on, central_cursor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (number) DO UPDATE SET barcode = excluded.barcode, status = excluded.status, "

@@ -79,14 +79,14 @@ async def status(request: web.Request) -> web.Response:
         sync_age_s=None if age is None else round(age, 1),
         redemption_allowed=refusal is None,
         redemption_refusal=refusal_body(refusal),
-        pending_ops=await ctx.pending_ops(),
+        pending_ops=ctx.pending_ops(),
         settings_version=ctx.settings.version,
         last_upload_error=ctx.last_upload_error,
         last_download_error=ctx.last_download_error,
         central_clock_offset_s=ctx.central_clock_offset_s,
         provider=provider.name,
         provider_error=provider.last_error,
-        cards=await store.count_cards(ctx.db.reader),
+        cards=store.count_cards(ctx.db.reader),
         version=_version(),
     )
     return json_response(body.model_dump(mode="json"))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-
-import aiosqlite
 
 from shared.codec import wallet_from_json, wallet_to_json
 from shared.lots import Wallet
@@ -21,16 +21,16 @@ def dumps(value: Any) -> str:
 # --- meta -------------------------------------------------------------------------------------
 
 
-async def get_meta(conn: aiosqlite.Connection, key: str) -> Any:
+def get_meta(conn: sqlite3.Connection, key: str) -> Any:
     """A value of the meta table (JSON), or None."""
-    async with conn.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cursor:
-        row = await cursor.fetchone()
+    with closing(conn.execute("SELECT value FROM meta WHERE key = ?", (key,))) as cursor:
+        row = cursor.fetchone()
     return None if row is None else json.loads(row[0])
 
 
-async def set_meta(conn: aiosqlite.Connection, key: str, value: Any) -> None:
+def set_meta(conn: sqlite3.Connection, key: str, value: Any) -> None:
     """Set a value of the meta table (JSON)."""
-    await conn.execute(
+    conn.execute(
         "INSERT INTO meta (key, value) VALUES (?, ?) "
         "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
         (key, dumps(value)),
@@ -68,32 +68,36 @@ def _card(row: Any) -> CardRow:
     )
 
 
-async def find_card(conn: aiosqlite.Connection, number_or_barcode: str) -> CardRow | None:
+def find_card(conn: sqlite3.Connection, number_or_barcode: str) -> CardRow | None:
     """A card by its number or its barcode; a merged card answers as the card it joined."""
-    async with conn.execute(
-        f"SELECT {_CARD_COLUMNS}, merged_into FROM cards WHERE number = ? "
-        f"UNION ALL SELECT {_CARD_COLUMNS}, merged_into FROM cards WHERE barcode = ? LIMIT 1",
-        (number_or_barcode, number_or_barcode),
+    with closing(
+        conn.execute(
+            f"SELECT {_CARD_COLUMNS}, merged_into FROM cards WHERE number = ? "
+            f"UNION ALL SELECT {_CARD_COLUMNS}, merged_into FROM cards WHERE barcode = ? LIMIT 1",
+            (number_or_barcode, number_or_barcode),
+        )
     ) as cursor:
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
     if row is not None and row[2] == "merged" and row[7] and row[7] != number_or_barcode:
-        return await find_card(conn, row[7])
+        return find_card(conn, row[7])
     return None if row is None else _card(row)
 
 
-async def find_card_by_phone(conn: aiosqlite.Connection, phone_hash: str) -> CardRow | None:
+def find_card_by_phone(conn: sqlite3.Connection, phone_hash: str) -> CardRow | None:
     """The card of a phone (its keyed hash); active cards first."""
-    async with conn.execute(
-        f"SELECT {_CARD_COLUMNS} FROM cards WHERE phone_hash = ? "
-        "ORDER BY status = 'active' DESC, number LIMIT 1",
-        (phone_hash,),
+    with closing(
+        conn.execute(
+            f"SELECT {_CARD_COLUMNS} FROM cards WHERE phone_hash = ? "
+            "ORDER BY status = 'active' DESC, number LIMIT 1",
+            (phone_hash,),
+        )
     ) as cursor:
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
     return None if row is None else _card(row)
 
 
-async def insert_card(
-    conn: aiosqlite.Connection,
+def insert_card(
+    conn: sqlite3.Connection,
     number: str,
     phone_hash: str,
     phone_last4: str,
@@ -101,28 +105,28 @@ async def insert_card(
     barcode: str | None = None,
 ) -> None:
     """A card registered at this store, before the central server knows it."""
-    await conn.execute(
+    conn.execute(
         "INSERT INTO cards (number, barcode, phone_hash, phone_last4) VALUES (?, ?, ?, ?)",
         (number, barcode, phone_hash, phone_last4),
     )
 
 
-async def save_wallet(conn: aiosqlite.Connection, number: str, wallet: Wallet) -> None:
+def save_wallet(conn: sqlite3.Connection, number: str, wallet: Wallet) -> None:
     """Store a card's working wallet."""
-    await conn.execute(
+    conn.execute(
         "UPDATE cards SET wallet = ? WHERE number = ?", (dumps(wallet_to_json(wallet)), number)
     )
 
 
-async def set_verified(conn: aiosqlite.Connection, number: str) -> None:
+def set_verified(conn: sqlite3.Connection, number: str) -> None:
     """Mark a card's phone as confirmed by a code."""
-    await conn.execute("UPDATE cards SET verified = 1 WHERE number = ?", (number,))
+    conn.execute("UPDATE cards SET verified = 1 WHERE number = ?", (number,))
 
 
-async def count_cards(conn: aiosqlite.Connection) -> int:
+def count_cards(conn: sqlite3.Connection) -> int:
     """How many cards the replica holds."""
-    async with conn.execute("SELECT count(*) FROM cards") as cursor:
-        row = await cursor.fetchone()
+    with closing(conn.execute("SELECT count(*) FROM cards")) as cursor:
+        row = cursor.fetchone()
     assert row is not None
     return int(row[0])
 
@@ -169,17 +173,20 @@ def _entry(row: Any) -> JournalEntry:
     return entry
 
 
-async def find_entry(conn: aiosqlite.Connection, kind: str, idem_key: str) -> JournalEntry | None:
+def find_entry(conn: sqlite3.Connection, kind: str, idem_key: str) -> JournalEntry | None:
     """The operation of this kind recorded under this idempotency key."""
-    async with conn.execute(
-        f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE kind = ? AND idem_key = ?", (kind, idem_key)
+    with closing(
+        conn.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE kind = ? AND idem_key = ?",
+            (kind, idem_key),
+        )
     ) as cursor:
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
     return None if row is None else _entry(row)
 
 
-async def append_entry(
-    conn: aiosqlite.Connection,
+def append_entry(
+    conn: sqlite3.Connection,
     *,
     op_id: str,
     kind: str,
@@ -194,45 +201,52 @@ async def append_entry(
     """Record an operation and return its per-store sequence number (in the caller's
     transaction, so the number and the effects commit together)."""
     assert payload.get("card") == card, "a journal entry names its card in the payload"
-    async with conn.execute(
-        "INSERT INTO journal (op_id, kind, idem_key, card, request_hash, payload, response, "
-        "status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
-        (
-            op_id,
-            kind,
-            idem_key,
-            card,
-            request_hash,
-            dumps(payload),
-            dumps(response),
-            status,
-            created_at.isoformat(),
-        ),
+    with closing(
+        conn.execute(
+            "INSERT INTO journal (op_id, kind, idem_key, card, request_hash, payload, response, "
+            "status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
+            (
+                op_id,
+                kind,
+                idem_key,
+                card,
+                request_hash,
+                dumps(payload),
+                dumps(response),
+                status,
+                created_at.isoformat(),
+            ),
+        )
     ) as cursor:
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
     assert row is not None
     return int(row[0])
 
 
-async def card_entries(conn: aiosqlite.Connection, card: str, limit: int) -> list[JournalEntry]:
+def card_entries(conn: sqlite3.Connection, card: str, limit: int) -> list[JournalEntry]:
     """A card's operations at this store, newest first."""
-    async with conn.execute(
-        f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE card = ? ORDER BY seq DESC LIMIT ?",
-        (card, limit),
+    with closing(
+        conn.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE card = ? ORDER BY seq DESC LIMIT ?",
+            (card, limit),
+        )
     ) as cursor:
-        return [_entry(row) for row in await cursor.fetchall()]
+        return [_entry(row) for row in cursor.fetchall()]
 
 
-async def entries_after(conn: aiosqlite.Connection, seq: int, limit: int) -> list[JournalEntry]:
+def entries_after(conn: sqlite3.Connection, seq: int, limit: int) -> list[JournalEntry]:
     """Operations after a sequence number, in order (the upload queue)."""
-    async with conn.execute(
-        f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?", (seq, limit)
+    with closing(
+        conn.execute(
+            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
+            (seq, limit),
+        )
     ) as cursor:
-        return [_entry(row) for row in await cursor.fetchall()]
+        return [_entry(row) for row in cursor.fetchall()]
 
 
-async def pending_entries_for(
-    conn: aiosqlite.Connection, cards: list[str], acked_seq: int
+def pending_entries_for(
+    conn: sqlite3.Connection, cards: list[str], acked_seq: int
 ) -> list[JournalEntry]:
     """The not yet acknowledged operations of these cards, in order."""
     found: list[JournalEntry] = []
@@ -240,19 +254,21 @@ async def pending_entries_for(
     for start in range(0, len(cards), 500):
         chunk = cards[start : start + 500]
         marks = ",".join("?" * len(chunk))
-        async with conn.execute(
-            f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > ? AND card IN ({marks}) ORDER BY seq",
-            (acked_seq, *chunk),
+        with closing(
+            conn.execute(
+                f"SELECT {_JOURNAL_COLUMNS} FROM journal WHERE seq > ? AND card IN ({marks}) ORDER BY seq",
+                (acked_seq, *chunk),
+            )
         ) as cursor:
-            found.extend(_entry(row) for row in await cursor.fetchall())
+            found.extend(_entry(row) for row in cursor.fetchall())
     found.sort(key=lambda entry: entry.seq)
     return found
 
 
-async def last_seq(conn: aiosqlite.Connection) -> int:
+def last_seq(conn: sqlite3.Connection) -> int:
     """The highest sequence number recorded (0 for an empty journal)."""
-    async with conn.execute("SELECT coalesce(max(seq), 0) FROM journal") as cursor:
-        row = await cursor.fetchone()
+    with closing(conn.execute("SELECT coalesce(max(seq), 0) FROM journal")) as cursor:
+        row = cursor.fetchone()
     assert row is not None
     return int(row[0])
 
@@ -274,14 +290,16 @@ class ReceiptRow:
     refunded_kop: int
 
 
-async def find_receipt(conn: aiosqlite.Connection, receipt_id: str) -> ReceiptRow | None:
+def find_receipt(conn: sqlite3.Connection, receipt_id: str) -> ReceiptRow | None:
     """A receipt sold here."""
-    async with conn.execute(
-        "SELECT receipt_id, card, seq, lines, allocations, accrual_lot, returned, refunded_kop "
-        "FROM receipts WHERE receipt_id = ?",
-        (receipt_id,),
+    with closing(
+        conn.execute(
+            "SELECT receipt_id, card, seq, lines, allocations, accrual_lot, returned, refunded_kop "
+            "FROM receipts WHERE receipt_id = ?",
+            (receipt_id,),
+        )
     ) as cursor:
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
     if row is None:
         return None
     return ReceiptRow(
@@ -296,9 +314,9 @@ async def find_receipt(conn: aiosqlite.Connection, receipt_id: str) -> ReceiptRo
     )
 
 
-async def insert_receipt(conn: aiosqlite.Connection, receipt: ReceiptRow) -> None:
+def insert_receipt(conn: sqlite3.Connection, receipt: ReceiptRow) -> None:
     """Record a receipt sold here."""
-    await conn.execute(
+    conn.execute(
         "INSERT INTO receipts (receipt_id, card, seq, lines, allocations, accrual_lot, returned, "
         "refunded_kop) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
@@ -314,11 +332,11 @@ async def insert_receipt(conn: aiosqlite.Connection, receipt: ReceiptRow) -> Non
     )
 
 
-async def update_receipt_returns(
-    conn: aiosqlite.Connection, receipt_id: str, returned: dict[str, str], refunded_kop: int
+def update_receipt_returns(
+    conn: sqlite3.Connection, receipt_id: str, returned: dict[str, str], refunded_kop: int
 ) -> None:
     """Record what the returns of a receipt have reversed so far."""
-    await conn.execute(
+    conn.execute(
         "UPDATE receipts SET returned = ?, refunded_kop = ? WHERE receipt_id = ?",
         (dumps(returned), refunded_kop, receipt_id),
     )
@@ -339,21 +357,23 @@ class HoldRow:
     seq: int
 
 
-async def find_hold(conn: aiosqlite.Connection, hold_id: str) -> HoldRow | None:
+def find_hold(conn: sqlite3.Connection, hold_id: str) -> HoldRow | None:
     """A hold by id."""
-    async with conn.execute(
-        "SELECT hold_id, card, amount_kop, expires_at, state, seq FROM holds WHERE hold_id = ?",
-        (hold_id,),
+    with closing(
+        conn.execute(
+            "SELECT hold_id, card, amount_kop, expires_at, state, seq FROM holds WHERE hold_id = ?",
+            (hold_id,),
+        )
     ) as cursor:
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
     if row is None:
         return None
     return HoldRow(row[0], row[1], row[2], datetime.fromisoformat(row[3]), row[4], row[5])
 
 
-async def insert_hold(conn: aiosqlite.Connection, hold: HoldRow) -> None:
+def insert_hold(conn: sqlite3.Connection, hold: HoldRow) -> None:
     """Record a new hold."""
-    await conn.execute(
+    conn.execute(
         "INSERT INTO holds (hold_id, card, amount_kop, expires_at, state, seq) VALUES (?, ?, ?, ?, ?, ?)",
         (
             hold.hold_id,
@@ -366,9 +386,9 @@ async def insert_hold(conn: aiosqlite.Connection, hold: HoldRow) -> None:
     )
 
 
-async def set_hold_state(conn: aiosqlite.Connection, hold_id: str, state: str) -> None:
+def set_hold_state(conn: sqlite3.Connection, hold_id: str, state: str) -> None:
     """Resolve a hold: consumed, released or expired."""
-    await conn.execute("UPDATE holds SET state = ? WHERE hold_id = ?", (state, hold_id))
+    conn.execute("UPDATE holds SET state = ? WHERE hold_id = ?", (state, hold_id))
 
 
 # --- verifications ----------------------------------------------------------------------------
@@ -415,21 +435,21 @@ def _verification(row: Any) -> VerificationRow:
     )
 
 
-async def find_verification(
-    conn: aiosqlite.Connection, verification_id: str
-) -> VerificationRow | None:
+def find_verification(conn: sqlite3.Connection, verification_id: str) -> VerificationRow | None:
     """A verification by id."""
-    async with conn.execute(
-        f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE verification_id = ?",
-        (verification_id,),
+    with closing(
+        conn.execute(
+            f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE verification_id = ?",
+            (verification_id,),
+        )
     ) as cursor:
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
     return None if row is None else _verification(row)
 
 
-async def insert_verification(conn: aiosqlite.Connection, v: VerificationRow) -> None:
+def insert_verification(conn: sqlite3.Connection, v: VerificationRow) -> None:
     """Record a code that was sent."""
-    await conn.execute(
+    conn.execute(
         f"INSERT INTO verifications ({_VERIFICATION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             v.verification_id,
@@ -448,8 +468,8 @@ async def insert_verification(conn: aiosqlite.Connection, v: VerificationRow) ->
     )
 
 
-async def update_verification(
-    conn: aiosqlite.Connection,
+def update_verification(
+    conn: sqlite3.Connection,
     verification_id: str,
     *,
     attempts_left: int | None = None,
@@ -458,41 +478,43 @@ async def update_verification(
 ) -> None:
     """Record an attempt, a confirmation or the operation that used the code."""
     if attempts_left is not None:
-        await conn.execute(
+        conn.execute(
             "UPDATE verifications SET attempts_left = ? WHERE verification_id = ?",
             (attempts_left, verification_id),
         )
     if confirmed_at is not None:
-        await conn.execute(
+        conn.execute(
             "UPDATE verifications SET confirmed_at = ? WHERE verification_id = ?",
             (confirmed_at.isoformat(), verification_id),
         )
     if used_by is not None:
-        await conn.execute(
+        conn.execute(
             "UPDATE verifications SET used_by = ? WHERE verification_id = ?",
             (used_by, verification_id),
         )
 
 
-async def codes_sent_since(conn: aiosqlite.Connection, phone_hash: str, since: datetime) -> int:
+def codes_sent_since(conn: sqlite3.Connection, phone_hash: str, since: datetime) -> int:
     """Codes sent to a phone since a moment (the hourly limit)."""
-    async with conn.execute(
-        "SELECT count(*) FROM verifications WHERE phone_hash = ? AND created_at > ?",
-        (phone_hash, since.isoformat()),
+    with closing(
+        conn.execute(
+            "SELECT count(*) FROM verifications WHERE phone_hash = ? AND created_at > ?",
+            (phone_hash, since.isoformat()),
+        )
     ) as cursor:
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
     assert row is not None
     return int(row[0])
 
 
-async def last_verification(
-    conn: aiosqlite.Connection, card: str, purpose: str
-) -> VerificationRow | None:
+def last_verification(conn: sqlite3.Connection, card: str, purpose: str) -> VerificationRow | None:
     """The newest verification of a card for a purpose (the resend limit)."""
-    async with conn.execute(
-        f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE card = ? AND purpose = ? "
-        "ORDER BY created_at DESC LIMIT 1",
-        (card, purpose),
+    with closing(
+        conn.execute(
+            f"SELECT {_VERIFICATION_COLUMNS} FROM verifications WHERE card = ? AND purpose = ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (card, purpose),
+        )
     ) as cursor:
-        row = await cursor.fetchone()
+        row = cursor.fetchone()
     return None if row is None else _verification(row)

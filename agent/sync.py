@@ -12,12 +12,14 @@ import asyncio
 import json
 import logging
 import random
+import sqlite3
 import zlib
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
+from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from agent import store
@@ -27,6 +29,7 @@ from shared.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     STORE_HEADER,
+    UPLOAD_OPS_MAX,
     AuthorizeRequest,
     AuthorizeResponse,
     CardState,
@@ -66,6 +69,22 @@ class CentralRefused(SyncError):
         super().__init__(f"central server refused ({status} {self.code}): {self.details}")
 
 
+MessageT = TypeVar("MessageT", bound=BaseModel)
+
+
+def _message(model: type[MessageT], body: Any) -> MessageT:
+    """An answer of the central server as a protocol message; an unknown shape (a server of
+    another version) is a failed round with a clear reason, not a crash of the sync loop."""
+    try:
+        if isinstance(body, bytes):
+            return model.model_validate_json(body)
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise SyncError(
+            f"central server answered {model.__name__} in an unknown shape: {exc}"
+        ) from None
+
+
 class CentralClient:
     """HTTP calls to the central server's sync endpoints, each with a timeout."""
 
@@ -103,11 +122,11 @@ class CentralClient:
             raise SyncError(f"central server unreachable: {type(exc).__name__}: {exc}") from None
 
     async def hello(self) -> Hello:
-        return Hello.model_validate(await self._call("GET", "/sync/v1/hello"))
+        return _message(Hello, await self._call("GET", "/sync/v1/hello"))
 
     async def upload(self, ops: list[Op]) -> UploadResponse:
         body = UploadRequest(ops=ops).model_dump(mode="json")
-        return UploadResponse.model_validate(await self._call("POST", "/sync/v1/upload", json=body))
+        return _message(UploadResponse, await self._call("POST", "/sync/v1/upload", json=body))
 
     async def authorize(self, request: AuthorizeRequest) -> AuthorizeResponse | None:
         """Ask for an online authorisation within the short timeout; None when there is no
@@ -140,9 +159,7 @@ class CentralClient:
         params = {"cursor": str(cursor), "limit": str(PULL_PAGE_CARDS)}
         if card:
             params["card"] = card
-        return ChangesResponse.model_validate(
-            await self._call("GET", "/sync/v1/changes", params=params)
-        )
+        return _message(ChangesResponse, await self._call("GET", "/sync/v1/changes", params=params))
 
     async def snapshot(self) -> AsyncIterator[bytes]:
         """The snapshot's JSON lines, decompressed as they arrive."""
@@ -191,22 +208,34 @@ class Syncer:
             except SyncError:
                 self.ctx.online = False
                 raise
+            except Exception as exc:
+                # A fault of ours (or a database error): the round failed like any other, and
+                # the loop goes on; letting it escape would end the sync task for good.
+                self.ctx.online = False
+                log.exception("sync round failed unexpectedly")
+                raise SyncError(f"unexpected failure: {type(exc).__name__}: {exc}") from exc
             self.ctx.online = True
             self.rounds_completed += 1
 
     async def _round(self) -> None:
         ctx = self.ctx
-        target_seq = await store.last_seq(ctx.db.reader)
-        hello = await self.client.hello()
-        if not hello.protocol_min <= PROTOCOL_VERSION <= hello.protocol_max:
-            raise SyncError(
-                f"protocol {PROTOCOL_VERSION} is outside the central server's "
-                f"{hello.protocol_min}..{hello.protocol_max}: upgrade the agent"
-            )
-        ctx.central_clock_offset_s = (hello.server_time - ctx.clock.now()).total_seconds()
-        await self._adopt_phone_key(hello.phone_key)
-        if await store.get_meta(ctx.db.reader, "cursor") is None:
-            await self._bootstrap()
+        target_seq = store.last_seq(ctx.db.reader)
+        try:
+            hello = await self.client.hello()
+            if not hello.protocol_min <= PROTOCOL_VERSION <= hello.protocol_max:
+                raise SyncError(
+                    f"protocol {PROTOCOL_VERSION} is outside the central server's "
+                    f"{hello.protocol_min}..{hello.protocol_max}: upgrade the agent"
+                )
+            ctx.central_clock_offset_s = (hello.server_time - ctx.clock.now()).total_seconds()
+            await self._adopt_phone_key(hello.phone_key)
+            if store.get_meta(ctx.db.reader, "cursor") is None:
+                await self._bootstrap()
+        except SyncError as exc:
+            # A refused greeting (a wrong token, an unsupported protocol) or a failed snapshot
+            # must show in the status too, or the store cannot tell why it never syncs.
+            ctx.last_download_error = str(exc)
+            raise
         checkpoint = hello.head_cursor
         try:
             checkpoint = max(checkpoint, await self._upload_until(target_seq))
@@ -230,17 +259,20 @@ class Syncer:
         if ctx.phone_key.hex() == key_hex:
             return
         ctx.phone_key = bytes.fromhex(key_hex)
-        async with ctx.db.write() as conn:
-            await store.set_meta(conn, "phone_key", key_hex)
+
+        def _write(conn: sqlite3.Connection) -> None:
+            store.set_meta(conn, "phone_key", key_hex)
             # Cards registered here before the first sync were hashed with a local key: rehash
             # them from their registrations, which still carry the phone until acknowledged.
-            acked = int(await store.get_meta(conn, "acked_seq") or 0)
-            for entry in await store.entries_after(conn, acked, 1_000_000):
+            acked = int(store.get_meta(conn, "acked_seq") or 0)
+            for entry in store.entries_after(conn, acked, 1_000_000):
                 if entry.kind == "register" and entry.payload.get("phone"):
-                    await conn.execute(
+                    conn.execute(
                         "UPDATE cards SET phone_hash = ? WHERE number = ?",
                         (ctx.hash_phone(entry.payload["phone"]), entry.card),
                     )
+
+        await ctx.db.write(_write)
         log.info("adopted the chain's phone key")
 
     async def _bootstrap(self) -> None:
@@ -250,9 +282,9 @@ class Syncer:
         count = 0
         async for line in self.client.snapshot():
             if header is None:
-                header = SnapshotHeader.model_validate_json(line)
+                header = _message(SnapshotHeader, line)
                 continue
-            batch.append(CardState.model_validate_json(line))
+            batch.append(_message(CardState, line))
             if len(batch) >= SNAPSHOT_APPLY_CARDS:
                 await self._store_states(batch)
                 count += len(batch)
@@ -272,15 +304,18 @@ class Syncer:
         card: str | None = None,
     ) -> None:
         ctx = self.ctx
-        async with ctx.db.write() as conn:
-            acked = int(await store.get_meta(conn, "acked_seq") or 0)
-            await apply_card_states(conn, states, acked, ctx.clock.now())
+
+        def _write(conn: sqlite3.Connection) -> None:
+            acked = int(store.get_meta(conn, "acked_seq") or 0)
+            apply_card_states(conn, states, acked, ctx.clock.now())
             if settings is not None and settings.version >= ctx.settings.version:
-                await store.set_meta(conn, "settings", settings.model_dump(mode="json"))
+                store.set_meta(conn, "settings", settings.model_dump(mode="json"))
             if cursor is not None:
                 # Saved in the same transaction as the data it covers.
-                await store.set_meta(conn, "cursor", cursor)
-                await store.set_meta(conn, "cursor_card", card)
+                store.set_meta(conn, "cursor", cursor)
+                store.set_meta(conn, "cursor_card", card)
+
+        await ctx.db.write(_write)
         if settings is not None and settings.version >= ctx.settings.version:
             ctx.settings = settings
 
@@ -289,10 +324,13 @@ class Syncer:
         ctx = self.ctx
         checkpoint = 0
         while True:
-            acked = int(await store.get_meta(ctx.db.reader, "acked_seq") or 0)
+            acked = int(store.get_meta(ctx.db.reader, "acked_seq") or 0)
             if acked >= target_seq:
                 return checkpoint
-            entries = await store.entries_after(ctx.db.reader, acked, ctx.config.sync_batch_ops_max)
+            # The protocol takes at most UPLOAD_OPS_MAX operations a batch, whatever the setting
+            # allows: a larger batch would be refused every round and the queue would never move.
+            batch_ops = min(ctx.config.sync_batch_ops_max, UPLOAD_OPS_MAX)
+            entries = store.entries_after(ctx.db.reader, acked, batch_ops)
             ops: list[Op] = []
             size = 0
             for entry in entries:
@@ -329,20 +367,22 @@ class Syncer:
                 )
 
     async def _set_acked(self, acked_seq: int) -> None:
-        async with self.ctx.db.write() as conn:
-            await store.set_meta(conn, "acked_seq", acked_seq)
+        def _write(conn: sqlite3.Connection) -> None:
+            store.set_meta(conn, "acked_seq", acked_seq)
             # The store keeps no names or phone numbers once the central server has them.
-            await conn.execute(
+            conn.execute(
                 "UPDATE journal SET payload = json_remove(payload, '$.phone', '$.profile') "
                 "WHERE kind = 'register' AND seq <= ? AND json_extract(payload, '$.phone') IS NOT NULL",
                 (acked_seq,),
             )
 
+        await self.ctx.db.write(_write)
+
     async def _pull_until(self, checkpoint: int) -> datetime:
         """Pull pages of changes until the cursor includes ``checkpoint``; returns server time."""
         ctx = self.ctx
-        cursor = int(await store.get_meta(ctx.db.reader, "cursor") or 0)
-        card = await store.get_meta(ctx.db.reader, "cursor_card")
+        cursor = int(store.get_meta(ctx.db.reader, "cursor") or 0)
+        card = store.get_meta(ctx.db.reader, "cursor_card")
         for _ in range(PULL_PAGES_MAX):
             page = await self.client.changes(cursor, card)
             await self._store_states(

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import sqlite3
 from datetime import timedelta
 
 from agent import store
@@ -46,7 +47,7 @@ class Verifications:
         ctx = self.ctx
         settings = ctx.settings
         conn = ctx.db.reader
-        card = await store.find_card(conn, parse_card_ref(request.card))
+        card = store.find_card(conn, parse_card_ref(request.card))
         if card is None:
             raise BonusError(ErrorCode.CARD_NOT_FOUND)
         if card.status == "blocked":
@@ -83,14 +84,14 @@ class Verifications:
         settings = ctx.settings
         conn = ctx.db.reader
         now = ctx.clock.now()
-        previous = await store.last_verification(conn, card_number, request.purpose)
+        previous = store.last_verification(conn, card_number, request.purpose)
         if previous is not None:
             wait_s = (
                 settings.verification_resend_after_s - (now - previous.created_at).total_seconds()
             )
             if wait_s > 0:
                 raise BonusError(ErrorCode.VERIFICATION_RATE_LIMITED, retry_after_s=int(wait_s) + 1)
-        sent = await store.codes_sent_since(conn, phone_hash, now - timedelta(hours=1))
+        sent = store.codes_sent_since(conn, phone_hash, now - timedelta(hours=1))
         if sent >= settings.verification_codes_per_phone_hour_max:
             raise BonusError(ErrorCode.VERIFICATION_RATE_LIMITED, reason="hourly limit")
         verification_id = new_op_id()
@@ -105,8 +106,9 @@ class Verifications:
             )
             raise BonusError(code_for, provider=self.provider.name) from exc
         expires_at = now + timedelta(seconds=settings.verification_code_ttl_s)
-        async with ctx.db.write() as wconn:
-            await store.insert_verification(
+
+        def _insert(wconn: sqlite3.Connection) -> None:
+            store.insert_verification(
                 wconn,
                 store.VerificationRow(
                     verification_id=verification_id,
@@ -123,6 +125,8 @@ class Verifications:
                     used_by=None,
                 ),
             )
+
+        await ctx.db.write(_insert)
         log.info(
             "code sent for card %s (%s) by %s", card_number, request.purpose, self.provider.name
         )
@@ -139,12 +143,13 @@ class Verifications:
     async def confirm(self, verification_id: str, request: ConfirmRequest) -> ConfirmResponse:
         """Check a code the customer read out; a wrong code uses up one attempt."""
         now = self.ctx.clock.now()
-        async with self.ctx.db.write() as conn:
-            verification = await store.find_verification(conn, verification_id)
+
+        def _confirm(conn: sqlite3.Connection) -> BonusError | None:
+            verification = store.find_verification(conn, verification_id)
             if verification is None:
                 raise BonusError(ErrorCode.VERIFICATION_NOT_FOUND)
             if verification.confirmed_at is not None:
-                return ConfirmResponse(verification_id=verification_id, confirmed=True)
+                return None
             if verification.expires_at <= now:
                 raise BonusError(ErrorCode.VERIFICATION_EXPIRED)
             if verification.attempts_left <= 0:
@@ -152,25 +157,27 @@ class Verifications:
             expected = verification.code_hash
             if not hmac.compare_digest(expected, self._code_hash(verification_id, request.code)):
                 left = verification.attempts_left - 1
-                await store.update_verification(conn, verification_id, attempts_left=left)
-                # The attempt must count even though the request is refused: commit it first.
-                wrong_code = BonusError(ErrorCode.VERIFICATION_INVALID, attempts_left=left)
-            else:
-                wrong_code = None
-                await store.update_verification(conn, verification_id, confirmed_at=now)
-                if verification.purpose == "registration":
-                    await store.set_verified(conn, verification.card)
-                    await store.append_entry(
-                        conn,
-                        op_id=new_op_id(),
-                        kind="verify",
-                        idem_key=verification_id,
-                        card=verification.card,
-                        request_hash="",
-                        payload={"card": verification.card, "effect": {}},
-                        response={},
-                        created_at=now,
-                    )
+                store.update_verification(conn, verification_id, attempts_left=left)
+                # The attempt must count even though the request is refused: it is committed,
+                # and the refusal is raised once it is.
+                return BonusError(ErrorCode.VERIFICATION_INVALID, attempts_left=left)
+            store.update_verification(conn, verification_id, confirmed_at=now)
+            if verification.purpose == "registration":
+                store.set_verified(conn, verification.card)
+                store.append_entry(
+                    conn,
+                    op_id=new_op_id(),
+                    kind="verify",
+                    idem_key=verification_id,
+                    card=verification.card,
+                    request_hash="",
+                    payload={"card": verification.card, "effect": {}},
+                    response={},
+                    created_at=now,
+                )
+            return None
+
+        wrong_code = await self.ctx.db.write(_confirm)
         if wrong_code is not None:
             raise wrong_code
         return ConfirmResponse(verification_id=verification_id, confirmed=True)

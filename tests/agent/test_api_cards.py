@@ -29,18 +29,20 @@ def luhn_ok(number: str) -> bool:
 async def replica_card(agent: Agent, number: str, *, barcode: str | None = None) -> None:
     """A card that reached the replica from the central server (with a barcode, say)."""
     ctx = agent.app[CTX_KEY]
-    async with ctx.db.write() as conn:
-        await conn.execute(
+    await ctx.db.write(
+        lambda conn: conn.execute(
             "INSERT INTO cards (number, barcode, phone_hash, phone_last4, verified) "
             "VALUES (?, ?, ?, ?, 1)",
             (number, barcode, ctx.hash_phone("9035550101"), "0101"),
         )
+    )
 
 
 async def block(agent: Agent, number: str) -> None:
     """The central server blocked the card (it arrives with the sync)."""
-    async with agent.app[CTX_KEY].db.write() as conn:
-        await conn.execute("UPDATE cards SET status = 'blocked' WHERE number = ?", (number,))
+    await agent.app[CTX_KEY].db.write(
+        lambda conn: conn.execute("UPDATE cards SET status = 'blocked' WHERE number = ?", (number,))
+    )
 
 
 # --- lookup -------------------------------------------------------------------------------------

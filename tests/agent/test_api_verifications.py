@@ -173,7 +173,6 @@ async def test_only_a_keyed_hash_of_the_code_is_stored(agent: Agent, card: str) 
     _, body = await agent.ask_code(card)
     code = agent.code_of(body["verification_id"])
     conn = agent.app[CTX_KEY].db.reader
-    async with conn.execute("SELECT code_hash FROM verifications") as cursor:
-        stored = [row[0] for row in await cursor.fetchall()]
+    stored = [row[0] for row in conn.execute("SELECT code_hash FROM verifications")]
     assert len(stored) == 2
     assert all(code != value and len(value) == 64 for value in stored)

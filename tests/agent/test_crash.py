@@ -302,7 +302,7 @@ async def test_acknowledged_sales_survive_sigkill(
     agent = AgentProcess(tmp_path)
     tills = Tills()
     seen: list[JournalRow] = []
-    unknown_total = 0
+    in_flight = in_flight_committed = 0
     try:
         agent.start()
         card = await register(agent)
@@ -328,9 +328,10 @@ async def test_acknowledged_sales_survive_sigkill(
             acked_this_round = [rid for rid in tills.acked if rid.startswith(f"k{round_no}-")]
 
             agent.start()
-            unknown_total += len(tills.unknown)
             committed = {row.idem_key: row.op_id for row in seen if row.kind == "sale"}
             unknown = sorted(tills.unknown)
+            in_flight += len(unknown)
+            in_flight_committed += sum(1 for receipt_id in unknown if receipt_id in committed)
             answers = await retry(agent, tills, unknown + acked_this_round)
             for receipt_id in unknown:
                 answer = answers[receipt_id]
@@ -361,8 +362,9 @@ async def test_acknowledged_sales_survive_sigkill(
     with capsys.disabled():
         print(
             f"crash test (seed {seed}): survived {kills} SIGKILLs; "
-            f"{len(tills.acked)} sales acknowledged "
-            f"({unknown_total} were in flight at a kill and settled by retry), "
+            f"{len(tills.acked)} sales acknowledged ({len(tills.acked) - in_flight} by their first "
+            f"answer; {in_flight} were in flight at a kill, {in_flight_committed} of them had been "
+            "committed and their retries answered the recorded sale), "
             f"{sales} in the journal, balance {sum(a.accrued_kop for a in tills.acked.values()) / 100:.2f}"
         )
     assert sales == len(tills.acked)
