@@ -50,6 +50,7 @@ class AgentContext:
     clock: Clock
     settings: ProgramSettings = field(default_factory=ProgramSettings)
     phone_key: bytes = b""
+    code_key: bytes = b""
     freshness: Freshness = field(default_factory=lambda: Freshness(None, None))
     quick_round: QuickRound | None = None
     central: CentralAuthorize | None = None
@@ -71,6 +72,13 @@ class AgentContext:
             key = secrets.token_hex(32)
             await self.db.write(lambda wconn: store.set_meta(wconn, "phone_key", key))
         self.phone_key = bytes.fromhex(key)
+        # The key of code hashes is the store's own and never changes (the phone key is
+        # replaced by the chain's at the first sync; a code sent before it must still confirm).
+        code_key = store.get_meta(conn, "code_key")
+        if code_key is None:
+            code_key = secrets.token_hex(32)
+            await self.db.write(lambda wconn: store.set_meta(wconn, "code_key", code_key))
+        self.code_key = bytes.fromhex(code_key)
         mark = store.get_meta(conn, "sync_mark")
         high_water = store.get_meta(conn, "wall_high_water")
         self.freshness = Freshness(

@@ -40,7 +40,7 @@ class Verifications:
 
     def _code_hash(self, verification_id: str, code: str) -> str:
         message = f"{verification_id}:{code}".encode()
-        return hmac.new(self.ctx.phone_key, message, hashlib.sha256).hexdigest()
+        return hmac.new(self.ctx.code_key, message, hashlib.sha256).hexdigest()
 
     async def create(self, request: VerificationRequest) -> VerificationOut:
         """Send a code to the card's phone and record the pending verification."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import zlib
 from datetime import UTC, datetime
 
+import sqlalchemy as sa
 from aiohttp import web
 
 from central import feed, schema
@@ -154,11 +155,12 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         head = await head_cursor(conn)
         settings, _ = await current_settings(conn)
         today = local_date(now(), settings.zone)
+        total = await conn.scalar(sa.select(sa.func.count()).select_from(schema.cards))
         header = SnapshotHeader(
             cursor=head,
             settings=settings,
             phone_key=request.app[PHONE_KEY].hex(),
-            cards=0,
+            cards=int(total or 0),
             server_time=now(),
         )
         await response.write(compressor.compress(header.model_dump_json().encode() + b"\n"))

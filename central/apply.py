@@ -63,7 +63,11 @@ def aware(moment: datetime) -> datetime:
 async def load_for_batch(tx: LedgerTx, ctx: ApplyContext, ops: list[Op]) -> None:
     """Load every card and receipt a batch touches, in one round of queries."""
     await tx.load({op.card for op in ops})
-    receipt_ids = sorted({op.payload["receipt_id"] for op in ops if op.kind == "return"})
+    # Sales too: a sale under a receipt id this store already recorded must be rejected, not
+    # fail the whole batch on the receipts' primary key (and so block the queue for ever).
+    receipt_ids = sorted(
+        {str(op.payload["receipt_id"]) for op in ops if op.kind in ("return", "sale")}
+    )
     if receipt_ids:
         rows = (
             await tx.conn.execute(

@@ -40,9 +40,9 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return argv
 
 
-def _run(argv: list[str]) -> None:
+def _run(argv: list[str], *, as_postgres: bool = True) -> None:
     done = subprocess.run(
-        _as_postgres(argv),
+        _as_postgres(argv) if as_postgres else argv,
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -94,13 +94,18 @@ def pg_cluster() -> Iterator[NewDatabase]:
 
         def new_database() -> str:
             name = f"bonus_{os.getpid()}_{next(names)}"
-            _run([createdb, "-h", str(base), "-p", str(port), "-U", "postgres", name])
+            # Trust authentication over the socket: any OS user may create it.
+            _run(
+                [createdb, "-h", str(base), "-p", str(port), "-U", "postgres", name],
+                as_postgres=False,
+            )
             return f"postgresql+asyncpg://postgres@/{name}?host={base}&port={port}"
 
         yield new_database
     finally:
         if started:
-            _run([pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"])
+            # The cluster is thrown away: no shutdown checkpoint needed.
+            _run([pg_ctl, "-D", str(data), "-m", "immediate", "-w", "stop"])
         shutil.rmtree(base, ignore_errors=True)
 
 

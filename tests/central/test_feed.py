@@ -1,0 +1,117 @@
+"""What stores download: pages of card states after a (cursor, card) position, and the snapshot."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+
+from central import schema
+from central.db import head_cursor, next_cursor
+from shared.protocol import CardState, ChangesResponse, SnapshotHeader
+from tests.central.conftest import Central, StoreOps
+
+#: More cards at one cursor than one page holds, as after a campaign to every card.
+SAME_CURSOR_CARDS = 2500
+
+
+async def add_cards_at_one_cursor(central: Central, count: int) -> list[str]:
+    numbers = [f"55{index:08d}" for index in range(count)]
+    async with central.db.write() as conn:
+        cursor = await next_cursor(conn)
+        await conn.execute(
+            schema.cards.insert(),
+            [{"number": n, "cursor": cursor, "created_at": datetime.now(UTC)} for n in numbers],
+        )
+    return numbers
+
+
+async def pull(
+    central: Central, cursor: int, card: str | None, limit: int
+) -> list[ChangesResponse]:
+    """Every page from a position to the end of the feed."""
+    pages = []
+    for _ in range(100):
+        params = {"cursor": str(cursor), "limit": str(limit)}
+        if card:
+            params["card"] = card
+        status, body = await central.get("/sync/v1/changes", **params)
+        assert status == 200, body
+        page = ChangesResponse.model_validate(body)
+        pages.append(page)
+        cursor, card = page.next_cursor, page.next_card
+        if not page.more:
+            return pages
+    raise AssertionError("the feed did not end")
+
+
+async def test_pages_within_one_cursor_miss_and_repeat_nothing(
+    central: Central, s1: StoreOps
+) -> None:
+    status, _ = await central.upload(s1.register("1000000001", "9160000001"))
+    assert status == 200
+    assert await central.scalar(sa.select(schema.stores.c.last_sync_at)) is None
+    bulk = await add_cards_at_one_cursor(central, SAME_CURSOR_CARDS)
+    status, _ = await central.upload(s1.sale("1000000001", accrued=100))
+    assert status == 200
+
+    pages = await pull(central, 0, None, 1000)
+    numbers = [card.number for page in pages for card in page.cards]
+    assert len(numbers) == len(set(numbers)) == SAME_CURSOR_CARDS + 1
+    assert set(numbers) == {*bulk, "1000000001"}
+    # Feed order: by cursor, then by number; a page that ends inside a cursor names its card.
+    keys = [(card.cursor, card.number) for page in pages for card in page.cards]
+    assert keys == sorted(keys)
+    assert [len(page.cards) for page in pages] == [1000, 1000, 501]
+    assert [page.more for page in pages] == [True, True, False]
+    assert pages[0].next_card == bulk[999]
+    assert pages[0].next_cursor == pages[0].cards[-1].cursor
+    async with central.db.read() as conn:
+        head = await head_cursor(conn)
+    assert pages[-1].next_cursor == head
+    assert pages[-1].next_card is None
+    assert pages[0].settings is not None  # from cursor 0 the settings come along
+    # The office sees when the store last pulled to the head.
+    last_sync_at = await central.scalar(sa.select(schema.stores.c.last_sync_at))
+    assert last_sync_at is not None
+
+    # From the end, only what changes next.
+    status, _ = await central.upload(s1.sale("1000000001", accrued=50))
+    assert status == 200
+    later = await pull(central, pages[-1].next_cursor, None, 1000)
+    assert [card.number for page in later for card in page.cards] == ["1000000001"]
+    assert later[-1].settings is None
+
+
+async def test_the_snapshot_is_gzip_json_lines_with_a_header(
+    central: Central, s1: StoreOps
+) -> None:
+    status, _ = await central.upload(
+        s1.register("1000000001", "9160000001"), s1.sale("1000000001", accrued=100)
+    )
+    assert status == 200
+    bulk = await add_cards_at_one_cursor(central, 5001)  # more than one snapshot chunk
+    response = await central.client.get(
+        "/sync/v1/snapshot", headers=central.headers(), auto_decompress=False
+    )
+    assert response.status == 200
+    assert response.headers["Content-Encoding"] == "gzip"
+    assert response.headers["Content-Type"] == "application/x-ndjson"
+    lines = gzip.decompress(await response.read()).splitlines()
+    header = SnapshotHeader.model_validate_json(lines[0])
+    async with central.db.read() as conn:
+        assert header.cursor == await head_cursor(conn)
+        phone_key = await conn.scalar(
+            sa.select(schema.meta.c.value).where(schema.meta.c.key == "phone_key")
+        )
+    assert header.phone_key == phone_key
+    states = [CardState.model_validate_json(line) for line in lines[1:]]
+    assert [state.number for state in states] == sorted(["1000000001", *bulk])
+    registered = states[0]
+    assert registered.phone_last4 == "0001"
+    assert registered.phone_hash is not None
+    assert [lot.remaining for lot in registered.lots] == [100]
+    # No personal data travels to stores.
+    assert "9160000001" not in json.dumps([json.loads(line) for line in lines])
