@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from shared.amounts import AmountIn, AmountOut
+from shared.amounts import AmountIn, AmountOut, DayIn
 from shared.receipts import RECEIPT_LINES_MAX
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:\-]+$")]
@@ -116,7 +116,7 @@ class Profile(Request):
     last_name: str | None = Field(None, max_length=100)
     middle_name: str | None = Field(None, max_length=100)
     email: str | None = Field(None, max_length=200, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-    birth_date: date | None = None
+    birth_date: DayIn | None = None
     sex: Literal["female", "male"] | None = None
 
 

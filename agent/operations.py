@@ -119,6 +119,12 @@ def _dump(model: BaseModel) -> dict[str, Any]:
     return model.model_dump(mode="json")
 
 
+def _card_of(conn: sqlite3.Connection, number: str) -> str:
+    """The card a recorded card number now answers as (a merged card as its primary)."""
+    found = store.find_card(conn, number)
+    return found.number if found is not None else number
+
+
 def parse_card_ref(raw: str) -> str:
     try:
         return normalize_card_number(raw)
@@ -397,7 +403,7 @@ class Operations:
     ) -> tuple[Wallet, int]:
         """The card's wallet without the hold, and the amount the hold set aside."""
         hold = store.find_hold(conn, hold_id)
-        if hold is None or hold.card != card:
+        if hold is None or _card_of(conn, hold.card) != card:
             raise BonusError(ErrorCode.HOLD_NOT_FOUND)
         if hold.state != "active":
             raise BonusError(ErrorCode.HOLD_RESOLVED, state=hold.state)
@@ -411,7 +417,7 @@ class Operations:
         verification = store.find_verification(conn, verification_id)
         if (
             verification is None
-            or verification.card != card
+            or _card_of(conn, verification.card) != card
             or verification.purpose != "redemption"
         ):
             raise BonusError(ErrorCode.VERIFICATION_REQUIRED, reason="no such confirmation")

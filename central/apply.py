@@ -276,11 +276,15 @@ async def _return(tx: LedgerTx, ctx: ApplyContext, op: Op) -> int:
         # The office already took this receipt's accrual back; a return reverses no accrual.
         plan = replace(plan, accrual_reversed_kop=0)
     day = date.fromisoformat(payload["day"])
-    refund = refund_allocations(
-        [(lot_id, amount) for lot_id, amount in receipt["allocations"]],
-        int(receipt["refunded_kop"]),
-        plan.redemption_refunded_kop,
-    )
+    # A redemption made offline beyond the chain-wide balance took fewer points from lots than it
+    # redeemed; the rest became debt. Its refund goes back to those lots first, and the part
+    # beyond them pays that debt (or, if later credits paid it already, comes back as points).
+    allocations = [(lot_id, int(amount)) for lot_id, amount in receipt["allocations"]]
+    allocated = sum(amount for _, amount in allocations)
+    refunded_to_lots = min(int(receipt["refunded_kop"]), allocated)
+    to_lots = min(plan.redemption_refunded_kop, allocated - refunded_to_lots)
+    beyond_lots = plan.redemption_refunded_kop - to_lots
+    refund = refund_allocations(allocations, refunded_to_lots, to_lots)
     lot_ids = [lot_id for lot_id, _ in refund]
     if receipt["accrual_lot"]:
         lot_ids.append(receipt["accrual_lot"])
@@ -310,6 +314,20 @@ async def _return(tx: LedgerTx, ctx: ApplyContext, op: Op) -> int:
         wallet, given, burned = give_back(
             wallet, [Allocation(lot, amount) for lot, amount in refund], day
         )
+        if beyond_lots:
+            paid = min(wallet.debt_kop, beyond_lots)
+            wallet = replace(wallet, debt_kop=wallet.debt_kop - paid)
+            if beyond_lots > paid:
+                lot = Lot(
+                    lot_id=f"{op.op_id}:r",
+                    amount_kop=beyond_lots - paid,
+                    remaining_kop=beyond_lots - paid,
+                    created_on=day,
+                    source=LotSource.ADJUSTMENT,
+                    source_ref=receipt["receipt_id"],
+                )
+                wallet, _ = credit(wallet, lot)
+                given = [*given, Allocation(lot.lot_id, lot.amount_kop)]
         tx.record(
             TxRow(
                 card.number,

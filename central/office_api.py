@@ -40,7 +40,7 @@ from central.program import current_settings, set_settings
 from central.selection import CardFilter, Selection
 from central.staff import Permission, StaffMember, log_in, log_out, member_of_session
 from central.stores import StoreExists, add_store, list_stores
-from shared.amounts import AmountIn
+from shared.amounts import AmountIn, DayIn
 from shared.errors import BonusError, ErrorCode
 from shared.lots import local_date
 from shared.web import Handler, error_response, json_response, parse_body
@@ -71,7 +71,7 @@ class CampaignRequest(Body):
         min_length=1, max_length=CAMPAIGN_ID_CHARS_MAX, pattern=r"^[A-Za-z0-9._:\-]+$"
     )
     amount: AmountIn
-    expires_on: date | None = Field(
+    expires_on: DayIn | None = Field(
         None, description="Last day the points can pay; none = non-expiring."
     )
     note: str = Field(min_length=1, max_length=500)
@@ -82,7 +82,7 @@ class ZeroingRequest(Body):
     zeroing_id: str = Field(
         min_length=1, max_length=CAMPAIGN_ID_CHARS_MAX, pattern=r"^[A-Za-z0-9._:\-]+$"
     )
-    before_date: date = Field(description="Cards whose last purchase is strictly before this day.")
+    before_date: DayIn = Field(description="Cards whose last purchase is strictly before this day.")
     note: str = Field(min_length=1, max_length=500)
     selection: Selection
 
@@ -113,6 +113,8 @@ class Route:
     summary: str
     permissions: tuple[Permission, ...] = ()
     request: type[BaseModel] | None = None
+    #: The status of a success (201 where the request creates something).
+    status: int = 200
 
 
 def _member(request: web.Request) -> StaffMember:
@@ -375,6 +377,7 @@ ROUTES: tuple[Route, ...] = (
         login,
         "Log in: a session token with its expiry",
         request=LoginRequest,
+        status=201,
     ),
     Route("DELETE", "/admin/v1/session", logout, "Log out"),
     Route("GET", "/admin/v1/me", me, "The logged-in worker and permissions"),
@@ -399,6 +402,7 @@ ROUTES: tuple[Route, ...] = (
         "Run a campaign (idempotent on campaign_id)",
         (P.CAMPAIGNS,),
         CampaignRequest,
+        status=201,
     ),
     Route(
         "GET",
@@ -428,6 +432,7 @@ ROUTES: tuple[Route, ...] = (
         "Zero the non-expiring points of inactive cards",
         (P.ZEROING,),
         ZeroingRequest,
+        status=201,
     ),
     Route(
         "POST",
@@ -458,6 +463,7 @@ ROUTES: tuple[Route, ...] = (
         "Register a store (its token is shown once)",
         (P.STORES,),
         StoreRequest,
+        status=201,
     ),
     Route("GET", "/admin/v1/settings", settings_show, "Program settings in force", (P.SETTINGS,)),
     Route(

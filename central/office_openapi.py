@@ -16,11 +16,18 @@ if TYPE_CHECKING:
     from central.office_api import Route
 
 REF = "#/components/schemas/{model}"
+#: Every error an office request can get; each operation lists them all (a route that cannot
+#: give one of them just never does).
 _ERRORS = (
     ErrorCode.VALIDATION_ERROR,
     ErrorCode.UNAUTHORIZED,
     ErrorCode.FORBIDDEN,
     ErrorCode.NOT_FOUND,
+    ErrorCode.CARD_NOT_FOUND,
+    ErrorCode.RECEIPT_NOT_FOUND,
+    ErrorCode.IDEMPOTENCY_CONFLICT,
+    ErrorCode.PAYLOAD_TOO_LARGE,
+    ErrorCode.SERVICE_BUSY,
 )
 _QUERY_MODELS: dict[str, type[BaseModel]] = {
     "/admin/v1/cards": CardFilter,
@@ -56,14 +63,22 @@ def _document(routes: tuple[Route, ...]) -> dict[str, Any]:
     ]
     _, schemas = models_json_schema(models, ref_template=REF)
     error_ref = {"application/json": {"schema": {"$ref": REF.format(model="Error")}}}
+    by_status: dict[int, list[ErrorCode]] = {}
+    for code in _ERRORS:
+        by_status.setdefault(HTTP_STATUS[code], []).append(code)
+    errors = {
+        str(status): {
+            "description": "; ".join(f"`{code}` — {MESSAGES_RU[code]}" for code in codes),
+            "content": error_ref,
+        }
+        for status, codes in sorted(by_status.items())
+    }
     paths: dict[str, Any] = {}
     for route in routes:
-        responses: dict[str, Any] = {"200": {"description": "Success (JSON; CSV for the export)."}}
-        for code in _ERRORS:
-            responses.setdefault(
-                str(HTTP_STATUS[code]),
-                {"description": f"`{code}` — {MESSAGES_RU[code]}", "content": error_ref},
-            )
+        responses: dict[str, Any] = {
+            str(route.status): {"description": "Success (JSON; CSV for the export)."},
+            **errors,
+        }
         operation: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.handler.__name__,

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from central import schema
-from shared.amounts import AmountIn
+from shared.amounts import AmountIn, DayIn
 from shared.phones import PhoneError, normalize_phone
 
 #: Most card numbers an explicit selection may name.
@@ -28,10 +28,10 @@ class CardFilter(BaseModel):
     non_expiring_max: AmountIn | None = None
     expiring_min: AmountIn | None = None
     expiring_max: AmountIn | None = None
-    last_purchase_before: date | None = Field(
+    last_purchase_before: DayIn | None = Field(
         None, description="Last purchase-related transaction strictly before this day (or none)."
     )
-    last_purchase_after: date | None = Field(
+    last_purchase_after: DayIn | None = Field(
         None, description="Last purchase on or after this day."
     )
     status: Literal["active", "blocked"] | None = None

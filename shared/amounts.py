@@ -1,7 +1,10 @@
-"""Amounts at the APIs' edges as pydantic types: roubles in (exact), kopecks inside, roubles out."""
+"""Amounts at the APIs' edges as pydantic types: roubles in (exact), kopecks inside, roubles out;
+and calendar days in, as the documents promise them."""
 
 from __future__ import annotations
 
+import re
+from datetime import date, datetime
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
@@ -38,3 +41,20 @@ AmountOut = Annotated[
     PlainSerializer(_amount_out, return_type=float, when_used="json"),
     WithJsonSchema({"type": "number", "description": "Roubles."}),
 ]
+
+
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _day_in(value: Any) -> Any:
+    # pydantic alone would also read a number or a numeric string as a Unix time (0 and "0" are
+    # 1970-01-01) and a midnight date-time as its day; the documents promise YYYY-MM-DD only.
+    if isinstance(value, date) and not isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and _DAY.fullmatch(value):
+        return value
+    raise ValueError("a day is written YYYY-MM-DD")
+
+
+#: A calendar day as a client sends it: ``YYYY-MM-DD``, nothing else.
+DayIn = Annotated[date, BeforeValidator(_day_in)]

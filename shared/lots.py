@@ -220,7 +220,14 @@ def give_back(
         if lot.expired_on(day):
             burned_kop += allocation.amount_kop
             continue
-        changed[lot.lot_id] = replace(lot, remaining_kop=lot.remaining_kop + allocation.amount_kop)
+        # A store's replica can hold the central server's lots, which took a redemption from
+        # other lots than the store did: never fill a lot beyond its amount. What does not fit
+        # counts as burned in this (provisional) view; the central ledger, whose allocations
+        # are its own, always has the room.
+        room = lot.amount_kop - lot.remaining_kop
+        fits = min(room, allocation.amount_kop)
+        burned_kop += allocation.amount_kop - fits
+        changed[lot.lot_id] = replace(lot, remaining_kop=lot.remaining_kop + fits)
     return _with_lots(wallet, changed), list(allocations), burned_kop
 
 
