@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import random
+import sqlite3
 import sys
 import tempfile
 import time
@@ -212,13 +214,30 @@ async def agent_side(work_dir: Path, chunks: list[bytes], steps: Steps) -> int:
             return original_wallet_to_json(wallet)
 
     agent_replica.wallet_to_json = wallet_to_json  # type: ignore[assignment]
+    # The agent's database API: aiosqlite connections (up to commit 72fb0f2), or one writer
+    # thread running functions over a sqlite3 connection (later commits).
+    threaded = "fn" in inspect.signature(AgentDatabase.write).parameters
     original_executemany = aiosqlite.Connection.executemany
 
     async def executemany(self: Any, sql: str, parameters: Any) -> Any:
-        with steps.step("upsert executemany (SQLite, in aiosqlite's thread)"):
+        with steps.step("upsert executemany (SQLite)"):
             return await original_executemany(self, sql, parameters)
 
     aiosqlite.Connection.executemany = executemany  # type: ignore[method-assign]
+
+    class TimedConnection:
+        """A sqlite3 connection whose ``executemany`` is timed (its class cannot be patched)."""
+
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def executemany(self, sql: str, parameters: Any) -> Any:
+            with steps.step("upsert executemany (SQLite)"):
+                return self._conn.executemany(sql, parameters)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._conn, name)
+
     count = 0
     try:
         decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
@@ -228,10 +247,24 @@ async def agent_side(work_dir: Path, chunks: list[bytes], steps: Steps) -> int:
 
         async def store_states(states: list[CardState]) -> None:
             with steps.step("write transaction: BEGIN, meta, COMMIT"):
-                async with db.write() as conn:
+                if threaded:
+
+                    def write(conn: sqlite3.Connection) -> None:
+                        acked = int(agent_store.get_meta(conn, "acked_seq") or 0)
+                        with steps.step("apply_card_states (rest: its loop, pending-ops query)"):
+                            agent_replica.apply_card_states(
+                                TimedConnection(conn),  # type: ignore[arg-type]
+                                states,
+                                acked,
+                                datetime.now(UTC),
+                            )
+
+                    await db.write(write)  # type: ignore[call-arg]
+                    return
+                async with db.write() as conn:  # type: ignore[call-arg]
                     acked = int(await agent_store.get_meta(conn, "acked_seq") or 0)
                     with steps.step("apply_card_states (rest: its loop, pending-ops query)"):
-                        await agent_replica.apply_card_states(
+                        await agent_replica.apply_card_states(  # type: ignore[misc]
                             conn, states, acked, datetime.now(UTC)
                         )
 

@@ -18,7 +18,7 @@ from central.office_api import add_office_routes, office_middleware
 from central.program import current_settings
 from central.sync import phone_key
 from shared.lots import local_date
-from shared.web import REQUEST_TIMEOUT_KEY, error_middleware, json_response
+from shared.web import REQUEST_TIMEOUT_KEY, STREAMING_PATHS_KEY, error_middleware, json_response
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
         client_max_size=config.request_body_bytes_max,
     )
     app[REQUEST_TIMEOUT_KEY] = lambda: 120.0
+    app[STREAMING_PATHS_KEY] = frozenset({"/sync/v1/snapshot", "/admin/v1/journal.csv"})
     app[AUTH_HOLD_KEY] = config.authorization_hold_s
     app.router.add_get("/health", health)
     add_sync_routes(app)

@@ -300,8 +300,15 @@ async def journal_export(request: web.Request) -> web.StreamResponse:
         }
     )
     await response.prepare(request)
-    async for chunk in journal_csv(request.app[DB_KEY], f):
-        await response.write(chunk)
+    try:
+        async for chunk in journal_csv(request.app[DB_KEY], f):
+            await response.write(chunk)
+    except BaseException:
+        # The status line is sent: no error answer is possible any more, and the client would
+        # wait for the rest for ever.  A cut connection tells it the download failed.
+        if request.transport is not None:
+            request.transport.abort()
+        raise
     await response.write_eof()
     return response
 
