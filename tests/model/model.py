@@ -282,6 +282,7 @@ class Sale:
 @dataclass(frozen=True)
 class Return:
     card: str
+    op_id: str
     receipt_id: str
     day: date
     lines: tuple[tuple[str, Decimal], ...]
@@ -502,13 +503,12 @@ class Ledger:
                 raise QueueStuck(KNOWN_BUGS["refund-of-debt"])
             # Intended: giving back what was taken as debt cancels that debt; what later credits
             # already paid of it comes back as points (central/apply.py, lot "<op>:r").
+            self.happened["a refund beyond the sale's lots paid debt or came back"] += 1
             paid = min(card.debt, left)
             card.debt -= paid
             if left > paid:
-                lot_id = f"refund:{op.receipt_id}:{len(card.lots)}"
-                card.lots[lot_id] = Lot(
-                    lot_id, left - paid, left - paid, op.day, None, None, "adjustment"
-                )
+                lot_id = f"{op.op_id}:r"
+                card.credit(Lot(lot_id, left - paid, left - paid, op.day, None, None, "adjustment"))
         for line_id, qty in op.lines:
             receipt.returned[line_id] = receipt.returned.get(line_id, Decimal(0)) + qty
         receipt.refunded += refunded_kop

@@ -1,8 +1,9 @@
 """The product bugs the ledger model test found, each as a small deterministic reproduction.
 
-Each test states the intended behaviour and is marked ``xfail(strict=True)``: it fails today, and
-once the bug is fixed it passes, which fails the suite until the marker and the bug's entry in
-``tests.model.model.KNOWN_BUGS`` are removed (then the model test checks that case too).
+Each test states the intended behaviour.  An open bug's test is marked ``xfail(strict=True)``: it
+fails today, and once the bug is fixed it passes, which fails the suite until the marker goes and
+the bug's name joins ``tests.model.model.FIXED_BUGS`` (then the model test checks that case too).
+A fixed bug's test stays, unmarked, as a regression test.
 
 Same system as the model test: a central server and two agents in-process (``harness.py``).
 """

@@ -599,6 +599,7 @@ class LedgerMachine(RuleBasedStateMachine):
         store.record(
             Return(
                 card=receipt.card,
+                op_id=answer["operation_id"],
                 receipt_id=receipt_id,
                 day=self.world.today,
                 lines=tuple(wanted.items()),
