@@ -109,8 +109,9 @@ class Link(Proxy):
 
     @staticmethod
     def _reset(request: web.Request) -> web.Response:
-        assert request.transport is not None
-        request.transport.abort()
+        # No transport: the agent has gone already (killed while its request was held).
+        if request.transport is not None:
+            request.transport.abort()
         return web.Response(status=502)
 
     async def listen(self) -> None:

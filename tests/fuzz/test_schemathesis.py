@@ -1,17 +1,19 @@
 """API fuzzing with schemathesis against running servers: the till API of a store agent
 (``/pos/v1/openapi.json``) and the office API of the central server (``/admin/v1/openapi.json``).
 
-The central server and the agent run as real processes on loopback; the schemathesis CLI runs
-as a third process against them and must exit 0: no 5xx, every status code, content type, header
-and body as the document declares, requests that break the document refused, required headers
-and the office's authentication enforced.  Afterwards the ledger's invariants must still hold.
+The central server (on SQLite and on PostgreSQL) and the agent run as real processes on
+loopback; the schemathesis CLI runs as a third process against them and must exit 0: no 5xx,
+every status code, content type, header and body as the document declares, requests that break
+the document refused, required headers and the office's authentication enforced, ``Allow`` on
+every 405.  Afterwards the store uploads whatever the fuzzer recorded, and the ledger's
+invariants must still hold (``bonus-central check``).
 
 The chain is seeded first (customers, sales, a return, all synced), and schemathesis draws half
 of the card numbers, phones and receipt ids it sends from what was seeded, so that generated
 requests also reach the business rules instead of stopping at "card not found".
 
 ``BONUS_FUZZ_EXAMPLES`` sets the test cases per operation and phase (20 by default: about a
-minute per API); ``BONUS_FUZZ_SEED`` replays a run.
+minute per API and database); ``BONUS_FUZZ_SEED`` replays a run.
 """
 
 from __future__ import annotations
@@ -47,8 +49,9 @@ CAMPAIGN = "fuzz-campaign"
 #: ``positive_data_acceptance`` (a request valid by the document must succeed) — the documents
 #: cannot say that a card number needs its Luhn digit, that a phone must be a mobile number or
 #: that a lookup takes exactly one of phone and card, so schema-valid requests are rightly
-#: refused with a 422; and the checks that follow links between operations, which the documents
-#: do not declare.
+#: refused with a 422; the checks that follow links between operations (``use_after_free``,
+#: ``ensure_resource_availability``), which the documents do not declare; and
+#: ``object_level_authorization``, which needs a second identity.
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
@@ -58,6 +61,8 @@ CHECKS = (
     "negative_data_rejection",
     "missing_required_header",
     "unsupported_method",
+    "allow_header_conformance",
+    "ignored_auth",
 )
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(RUN_TIMEOUT_S + 120)]
