@@ -25,6 +25,21 @@ from shared.lots import (
 )
 from shared.protocol import CardState
 
+#: Card states from the central server into the replica (``base`` and the rebased ``wallet``).
+UPSERT_CARDS = (
+    "INSERT INTO cards (number, barcode, status, merged_into, phone_hash, phone_last4, verified, "
+    "base, wallet, last_purchase_on, central_cursor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (number) DO UPDATE SET barcode = excluded.barcode, status = excluded.status, "
+    "merged_into = excluded.merged_into, "
+    # A card registered here keeps its local phone hash until the central one arrives.
+    "phone_hash = coalesce(excluded.phone_hash, CASE WHEN excluded.status = 'merged' THEN NULL "
+    "ELSE cards.phone_hash END), "
+    "phone_last4 = coalesce(excluded.phone_last4, cards.phone_last4), "
+    "verified = max(cards.verified, excluded.verified), base = excluded.base, "
+    "wallet = excluded.wallet, last_purchase_on = excluded.last_purchase_on, "
+    "central_cursor = excluded.central_cursor"
+)
+
 
 def base_wallet(state: CardState) -> Wallet:
     """The wallet a central card state describes."""
@@ -131,20 +146,7 @@ def apply_card_states(
                 state.cursor,
             )
         )
-    conn.executemany(
-        "INSERT INTO cards (number, barcode, status, merged_into, phone_hash, phone_last4, verified, "
-        "base, wallet, last_purchase_on, central_cursor) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (number) DO UPDATE SET barcode = excluded.barcode, status = excluded.status, "
-        "merged_into = excluded.merged_into, "
-        # A card registered here keeps its local phone hash until the central one arrives.
-        "phone_hash = coalesce(excluded.phone_hash, CASE WHEN excluded.status = 'merged' THEN NULL "
-        "ELSE cards.phone_hash END), "
-        "phone_last4 = coalesce(excluded.phone_last4, cards.phone_last4), "
-        "verified = max(cards.verified, excluded.verified), base = excluded.base, "
-        "wallet = excluded.wallet, last_purchase_on = excluded.last_purchase_on, "
-        "central_cursor = excluded.central_cursor",
-        rows,
-    )
+    conn.executemany(UPSERT_CARDS, rows)
 
 
-__all__ = ["Lot", "apply_card_states", "base_wallet", "rebase"]
+__all__ = ["UPSERT_CARDS", "Lot", "apply_card_states", "base_wallet", "rebase"]

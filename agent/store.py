@@ -265,6 +265,14 @@ def pending_entries_for(
     return found
 
 
+def pending_cards(conn: sqlite3.Connection, acked_seq: int) -> set[str]:
+    """The cards with operations not yet acknowledged."""
+    with closing(
+        conn.execute("SELECT DISTINCT card FROM journal WHERE seq > ?", (acked_seq,))
+    ) as cursor:
+        return {row[0] for row in cursor.fetchall()}
+
+
 def last_seq(conn: sqlite3.Connection) -> int:
     """The highest sequence number recorded (0 for an empty journal)."""
     with closing(conn.execute("SELECT coalesce(max(seq), 0) FROM journal")) as cursor:

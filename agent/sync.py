@@ -9,12 +9,13 @@ includes them → record the complete sync durably.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import random
 import sqlite3
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -23,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from agent import store
+from agent.bootstrap import DateCheck, SnapshotError, store_snapshot_lines
 from agent.context import AgentContext
 from agent.replica import apply_card_states
 from shared.protocol import (
@@ -47,7 +49,10 @@ log = logging.getLogger(__name__)
 #: Pages pulled in one round at most, so a round always ends.
 PULL_PAGES_MAX = 10_000
 PULL_PAGE_CARDS = 2000
-SNAPSHOT_APPLY_CARDS = 5000
+#: Snapshot lines stored per write transaction (the tills' writes wait for one at most).
+SNAPSHOT_APPLY_CARDS = 10_000
+#: Bytes read from the snapshot's stream at a time.
+SNAPSHOT_READ_BYTES = 1024 * 1024
 #: How often a store without a central token looks again (a reload may add one).
 TOKEN_WAIT_S = 5.0
 #: Upload payload bytes per batch at most (well under the central server's limit).
@@ -161,8 +166,12 @@ class CentralClient:
             params["card"] = card
         return _message(ChangesResponse, await self._call("GET", "/sync/v1/changes", params=params))
 
-    async def snapshot(self) -> AsyncIterator[bytes]:
-        """The snapshot's JSON lines, decompressed as they arrive."""
+    async def snapshot(self) -> AsyncIterator[list[bytes]]:
+        """The snapshot's JSON lines, decompressed as they arrive, a list per network chunk.
+
+        A stream that ends before its gzip end (a server that stopped half-way) is an error,
+        never a short snapshot.
+        """
         timeout = aiohttp.ClientTimeout(total=None, sock_read=self.ctx.config.central_timeout_s)
         try:
             async with self.session.get(
@@ -175,14 +184,16 @@ class CentralClient:
                     raise CentralRefused(response.status, await response.json(content_type=None))
                 decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
                 pending = b""
-                async for chunk in response.content.iter_chunked(256 * 1024):
+                async for chunk in response.content.iter_chunked(SNAPSHOT_READ_BYTES):
                     pending += decompressor.decompress(chunk)
                     *lines, pending = pending.split(b"\n")
-                    for line in lines:
-                        yield line
+                    if lines:
+                        yield lines
                 pending += decompressor.flush()
+                if not decompressor.eof:
+                    raise SyncError("snapshot failed: the stream ended before its end")
                 if pending.strip():
-                    yield pending
+                    yield [pending]
         except (aiohttp.ClientError, TimeoutError, zlib.error) as exc:
             raise SyncError(f"snapshot failed: {type(exc).__name__}: {exc}") from None
 
@@ -276,24 +287,61 @@ class Syncer:
         log.info("adopted the chain's phone key")
 
     async def _bootstrap(self) -> None:
-        """Load every card from the central server's snapshot, then follow the change feed."""
+        """Load every card from the central server's snapshot, then follow the change feed.
+
+        Batches of lines are parsed, checked and stored by the writer thread (``bootstrap``), one
+        batch at a time while the next one arrives; the tills keep being served meanwhile. The
+        header's cursor, settings and phone key are saved with the last batch.
+        """
+        ctx = self.ctx
         header: SnapshotHeader | None = None
-        batch: list[CardState] = []
+        dates = DateCheck()
+        batch: list[bytes] = []
+        writing: asyncio.Future[int] | None = None
         count = 0
-        async for line in self.client.snapshot():
+
+        def store_batch(lines: list[bytes]) -> Callable[[sqlite3.Connection], int]:
+            return lambda conn: store_snapshot_lines(conn, lines, dates, ctx.clock.now())
+
+        try:
+            async for lines in self.client.snapshot():
+                if header is None:
+                    header = _message(SnapshotHeader, lines[0])
+                    lines = lines[1:]
+                batch.extend(lines)
+                if len(batch) >= SNAPSHOT_APPLY_CARDS:
+                    if writing is not None:
+                        count += await writing
+                    writing = asyncio.ensure_future(ctx.db.write(store_batch(batch)))
+                    batch = []
+            if writing is not None:
+                count += await writing
+                writing = None
             if header is None:
-                header = _message(SnapshotHeader, line)
-                continue
-            batch.append(_message(CardState, line))
-            if len(batch) >= SNAPSHOT_APPLY_CARDS:
-                await self._store_states(batch)
-                count += len(batch)
-                batch = []
-        if header is None:
-            raise SyncError("empty snapshot")
-        await self._store_states(batch, settings=header.settings, cursor=header.cursor)
-        count += len(batch)
-        log.info("bootstrapped %d cards from the snapshot at cursor %d", count, header.cursor)
+                raise SyncError("empty snapshot")
+            settings, cursor = header.settings, header.cursor
+            write_last = store_batch(batch)
+
+            def last(conn: sqlite3.Connection) -> int:
+                stored = write_last(conn)
+                if settings.version >= ctx.settings.version:
+                    store.set_meta(conn, "settings", settings.model_dump(mode="json"))
+                # Saved in the same transaction as the last cards: the snapshot is complete.
+                store.set_meta(conn, "cursor", cursor)
+                store.set_meta(conn, "cursor_card", None)
+                return stored
+
+            count += await ctx.db.write(last)
+        except SnapshotError as exc:
+            raise SyncError(f"snapshot line refused, card {count + 1} or after: {exc}") from None
+        finally:
+            if writing is not None:
+                # A failed download: let the batch being written finish (it is whole states).
+                with contextlib.suppress(Exception):
+                    await writing
+        if settings.version >= ctx.settings.version:
+            ctx.settings = settings
+        log.info("bootstrapped %d cards from the snapshot at cursor %d", count, cursor)
 
     async def _store_states(
         self,

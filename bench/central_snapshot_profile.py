@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import inspect
 import random
 import sqlite3
 import sys
@@ -33,8 +32,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-
-import aiosqlite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -48,20 +45,18 @@ from central_common import (
     seed_cards,
     seed_central,
 )
-from sqlalchemy import event
 
-from agent import replica as agent_replica
+from agent import bootstrap as agent_bootstrap
 from agent import store as agent_store
 from agent.db import Database as AgentDatabase
-from central import feed
-from central.api import SNAPSHOT_CHUNK
+from agent.sync import SNAPSHOT_APPLY_CARDS
+from central import snapshot
+from central.api import SNAPSHOT_GZIP_LEVEL
 from central.db import Database, head_cursor
 from central.program import current_settings
 from shared.lots import local_date
-from shared.protocol import CardState, SnapshotHeader
+from shared.protocol import SnapshotHeader
 from shared.settings import ProgramSettings
-
-APPLY_BATCH = 5000  # agent.sync.SNAPSHOT_APPLY_CARDS
 
 
 class Steps:
@@ -98,9 +93,26 @@ class Steps:
 async def central_side(url: str, key_hex: str, steps: Steps) -> tuple[list[bytes], bytes]:
     """The snapshot as ``central.api.snapshot`` writes it; returns its chunks and the raw JSON."""
     db = Database(url)
-    compressor = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    compressor = zlib.compressobj(SNAPSHOT_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
     chunks: list[bytes] = []
     raw: list[bytes] = []
+    originals = {name: getattr(snapshot, name) for name in ("_lots_between", "_holds_between")}
+    original_encode = snapshot._encode
+
+    def timed(name: str, label: str) -> Any:
+        async def run(*args: Any) -> Any:
+            with steps.step(label):
+                return await originals[name](*args)
+
+        return run
+
+    def encode(*args: Any) -> bytes:
+        with steps.step("encoding the JSON lines (snapshot._encode)"):
+            return original_encode(*args)
+
+    snapshot._lots_between = timed("_lots_between", "lots range query and grouping")  # type: ignore[assignment]
+    snapshot._holds_between = timed("_holds_between", "holds range query")  # type: ignore[assignment]
+    snapshot._encode = encode  # type: ignore[assignment]
     try:
         async with db.read() as conn:
             head = await head_cursor(conn)
@@ -116,114 +128,53 @@ async def central_side(url: str, key_hex: str, steps: Steps) -> tuple[list[bytes
             first = header.model_dump_json().encode() + b"\n"
             raw.append(first)
             chunks.append(compressor.compress(first))
-            after: str | None = None
+            lines = snapshot.card_lines(conn, today)
             while True:
-                with steps.step("cards page query (feed.cards_page)"):
-                    rows = await feed.cards_page(conn, after, SNAPSHOT_CHUNK)
-                if not rows:
+                with steps.step("cards chunk query (rest of snapshot.card_lines)"):
+                    chunk = await anext(lines, None)
+                if chunk is None:
                     break
-                with steps.step("feed.card_states: lots and holds queries, pydantic states"):
-                    states = await feed.card_states(conn, rows, today)
-                with steps.step("model_dump_json of every state"):
-                    chunk = b"".join(state.model_dump_json().encode() + b"\n" for state in states)
                 raw.append(chunk)
-                with steps.step("gzip level 6 (zlib.compressobj)"):
+                with steps.step(f"gzip level {SNAPSHOT_GZIP_LEVEL} (zlib.compressobj)"):
                     chunks.append(compressor.compress(chunk))
-                after = rows[-1].number
-        with steps.step("gzip level 6 (zlib.compressobj)"):
+        with steps.step(f"gzip level {SNAPSHOT_GZIP_LEVEL} (zlib.compressobj)"):
             chunks.append(compressor.flush())
     finally:
+        for name, fn in originals.items():
+            setattr(snapshot, name, fn)
+        snapshot._encode = original_encode  # type: ignore[assignment]
         await db.close()
     return chunks, b"".join(raw)
 
 
-def _split_card_states_time(url: str, cards: int) -> None:
-    """Inside ``feed.card_states``: its queries against building the models (one more pass)."""
-
-    async def run() -> dict[str, float]:
-        db = Database(url)
-        where = ["pages"]
-        sql_s: dict[str, float] = defaultdict(float)
-        wall_s: dict[str, float] = defaultdict(float)
-        started_sql = [0.0]
-
-        @event.listens_for(db.read_engine.sync_engine, "before_cursor_execute")
-        def _before(*args: Any) -> None:
-            started_sql[0] = time.perf_counter()
-
-        @event.listens_for(db.read_engine.sync_engine, "after_cursor_execute")
-        def _after(*args: Any) -> None:
-            sql_s[where[0]] += time.perf_counter() - started_sql[0]
-
-        try:
-            async with db.read() as conn:
-                today = local_date(datetime.now(UTC), ProgramSettings().zone)
-                after = None
-                while True:
-                    where[0] = "pages"
-                    started = time.perf_counter()
-                    rows = await feed.cards_page(conn, after, SNAPSHOT_CHUNK)
-                    wall_s["pages"] += time.perf_counter() - started
-                    if not rows:
-                        break
-                    where[0] = "states"
-                    started = time.perf_counter()
-                    await feed.card_states(conn, rows, today)
-                    wall_s["states"] += time.perf_counter() - started
-                    after = rows[-1].number
-        finally:
-            await db.close()
-        return {
-            "pages_sql": sql_s["pages"],
-            "pages": wall_s["pages"],
-            "states_sql": sql_s["states"],
-            "states": wall_s["states"],
-        }
-
-    t = asyncio.run(run())
-    print(
-        f"    second pass, SQL (driver execute) against the rest: cards page "
-        f"{t['pages_sql'] / cards * 1e6:.1f} + {(t['pages'] - t['pages_sql']) / cards * 1e6:.1f}"
-        f" µs/card; feed.card_states {t['states_sql'] / cards * 1e6:.1f} (lots and holds "
-        f"queries, IN lists of {SNAPSHOT_CHUNK}) + {(t['states'] - t['states_sql']) / cards * 1e6:.1f}"
-        f" µs/card (fetching rows, building LotState/HoldState/CardState)"
-    )
-
-
 async def agent_side(work_dir: Path, chunks: list[bytes], steps: Steps) -> int:
-    """``Syncer._bootstrap`` + ``_store_states`` on a fresh agent database."""
+    """``Syncer._bootstrap`` on a fresh agent database: the writer thread runs
+    ``bootstrap.store_snapshot_lines`` on batches of ``SNAPSHOT_APPLY_CARDS`` lines (here one
+    batch at a time, without the overlap with the download that the agent has)."""
     db = AgentDatabase(work_dir / "agent.sqlite3")
     await db.open()
-    original_base_wallet = agent_replica.base_wallet
-    original_dumps = agent_store.dumps
+    patched = {
+        "parse_card": "validating the line (pydantic CardLine) and its dates (parse_card)",
+        "to_json": "the wallet's JSON text (pydantic_core.to_json)",
+    }
+    originals: dict[str, Any] = {name: getattr(agent_bootstrap, name) for name in patched}
+    original_pending = agent_store.pending_cards
 
-    def base_wallet(state: CardState) -> Any:
-        with steps.step("base_wallet (LotState.model_dump → wallet_from_json)"):
-            return original_base_wallet(state)
+    def timed(name: str) -> Any:
+        def run(*args: Any) -> Any:
+            with steps.step(patched[name]):
+                return originals[name](*args)
 
-    def dumps(value: Any) -> str:
-        with steps.step("store.dumps ×2 (base and wallet, sort_keys)"):
-            return original_dumps(value)
+        return run
 
-    agent_replica.base_wallet = base_wallet  # type: ignore[assignment]
-    agent_store.dumps = dumps  # type: ignore[assignment]
-    original_wallet_to_json = agent_replica.wallet_to_json
+    for name in patched:
+        setattr(agent_bootstrap, name, timed(name))
 
-    def wallet_to_json(wallet: Any) -> Any:
-        with steps.step("wallet_to_json ×2"):
-            return original_wallet_to_json(wallet)
+    def pending_cards(*args: Any) -> Any:
+        with steps.step("pending operations query"):
+            return original_pending(*args)
 
-    agent_replica.wallet_to_json = wallet_to_json  # type: ignore[assignment]
-    # The agent's database API: aiosqlite connections (up to commit 72fb0f2), or one writer
-    # thread running functions over a sqlite3 connection (later commits).
-    threaded = "fn" in inspect.signature(AgentDatabase.write).parameters
-    original_executemany = aiosqlite.Connection.executemany
-
-    async def executemany(self: Any, sql: str, parameters: Any) -> Any:
-        with steps.step("upsert executemany (SQLite)"):
-            return await original_executemany(self, sql, parameters)
-
-    aiosqlite.Connection.executemany = executemany  # type: ignore[method-assign]
+    agent_store.pending_cards = pending_cards  # type: ignore[assignment]
 
     class TimedConnection:
         """A sqlite3 connection whose ``executemany`` is timed (its class cannot be patched)."""
@@ -239,57 +190,43 @@ async def agent_side(work_dir: Path, chunks: list[bytes], steps: Steps) -> int:
             return getattr(self._conn, name)
 
     count = 0
+    dates = agent_bootstrap.DateCheck()
     try:
         decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         pending = b""
         header = None
-        batch: list[CardState] = []
+        batch: list[bytes] = []
 
-        async def store_states(states: list[CardState]) -> None:
-            with steps.step("write transaction: BEGIN, meta, COMMIT"):
-                if threaded:
+        async def store_lines(lines: list[bytes]) -> int:
+            def write(conn: sqlite3.Connection) -> int:
+                with steps.step("store_snapshot_lines (rest: its loop, rows)"):
+                    return agent_bootstrap.store_snapshot_lines(
+                        TimedConnection(conn),  # type: ignore[arg-type]
+                        lines,
+                        dates,
+                        datetime.now(UTC),
+                    )
 
-                    def write(conn: sqlite3.Connection) -> None:
-                        acked = int(agent_store.get_meta(conn, "acked_seq") or 0)
-                        with steps.step("apply_card_states (rest: its loop, pending-ops query)"):
-                            agent_replica.apply_card_states(
-                                TimedConnection(conn),  # type: ignore[arg-type]
-                                states,
-                                acked,
-                                datetime.now(UTC),
-                            )
-
-                    await db.write(write)  # type: ignore[call-arg]
-                    return
-                async with db.write() as conn:  # type: ignore[call-arg]
-                    acked = int(await agent_store.get_meta(conn, "acked_seq") or 0)
-                    with steps.step("apply_card_states (rest: its loop, pending-ops query)"):
-                        await agent_replica.apply_card_states(  # type: ignore[misc]
-                            conn, states, acked, datetime.now(UTC)
-                        )
+            with steps.step("write transaction: queue, BEGIN, COMMIT"):
+                return await db.write(write)
 
         for chunk in chunks:
             with steps.step("gunzip and split lines"):
                 pending += decompressor.decompress(chunk)
                 *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if header is None:
-                    header = SnapshotHeader.model_validate_json(line)
-                    continue
-                with steps.step("CardState.model_validate_json per line"):
-                    batch.append(CardState.model_validate_json(line))
-                if len(batch) >= APPLY_BATCH:
-                    await store_states(batch)
-                    count += len(batch)
-                    batch = []
+            if header is None and lines:
+                header = SnapshotHeader.model_validate_json(lines[0])
+                lines = lines[1:]
+            batch.extend(lines)
+            if len(batch) >= SNAPSHOT_APPLY_CARDS:
+                count += await store_lines(batch)
+                batch = []
         if batch:
-            await store_states(batch)
-            count += len(batch)
+            count += await store_lines(batch)
     finally:
-        agent_replica.base_wallet = original_base_wallet
-        agent_store.dumps = original_dumps
-        agent_replica.wallet_to_json = original_wallet_to_json
-        aiosqlite.Connection.executemany = original_executemany  # type: ignore[method-assign]
+        for name, fn in originals.items():
+            setattr(agent_bootstrap, name, fn)
+        agent_store.pending_cards = original_pending  # type: ignore[assignment]
         await db.close()
     return count
 
@@ -324,10 +261,9 @@ def main(argv: list[str] | None = None) -> int:
             central_steps = Steps()
             chunks, raw = asyncio.run(central_side(url, key.hex(), central_steps))
             central_steps.report("central server, snapshot", args.cards)
-            _split_card_states_time(url, args.cards)
         compressed = sum(len(c) for c in chunks)
         print(
-            f"    snapshot {compressed:,} bytes gzip-6, {len(raw):,} bytes of JSON "
+            f"    snapshot {compressed:,} bytes gzip-{SNAPSHOT_GZIP_LEVEL}, {len(raw):,} bytes of JSON "
             f"({compressed / args.cards:.0f} and {len(raw) / args.cards:.0f} bytes/card)"
         )
         for level in (1, 3, 6):

@@ -1,4 +1,5 @@
-"""What stores download: card states after a cursor, in pages, and the snapshot for a new store."""
+"""What stores download: card states after a cursor, in pages (the snapshot for a new store is
+``central/snapshot.py``)."""
 
 from __future__ import annotations
 
@@ -17,22 +18,25 @@ from shared.protocol import CardState, HoldState, LotState
 SPENT_LOT_DAYS = 400
 
 
+def kept_lots(today: date) -> sa.ColumnElement[bool]:
+    """The lots a card state carries: with points left, or spent but unexpired and recent."""
+    lots = schema.lots.c
+    return sa.or_(
+        lots.remaining_kop > 0,
+        sa.and_(
+            sa.or_(lots.expires_on.is_(None), lots.expires_on >= today),
+            lots.created_on >= today - timedelta(days=SPENT_LOT_DAYS),
+        ),
+    )
+
+
 async def card_states(conn: AsyncConnection, rows: list[Any], today: date) -> list[CardState]:
     """Card states for these ``cards`` rows: unspent or recent lots, active holds."""
     numbers = [row.number for row in rows]
     if not numbers:
         return []
     lots_by_card: dict[str, list[LotState]] = {}
-    lot_query = sa.select(schema.lots).where(
-        schema.lots.c.card.in_(numbers),
-        sa.or_(
-            schema.lots.c.remaining_kop > 0,
-            sa.and_(
-                sa.or_(schema.lots.c.expires_on.is_(None), schema.lots.c.expires_on >= today),
-                schema.lots.c.created_on >= today - timedelta(days=SPENT_LOT_DAYS),
-            ),
-        ),
-    )
+    lot_query = sa.select(schema.lots).where(schema.lots.c.card.in_(numbers), kept_lots(today))
     for lot in (await conn.execute(lot_query.order_by(schema.lots.c.lot_id))).all():
         lots_by_card.setdefault(lot.card, []).append(
             LotState(
@@ -93,11 +97,3 @@ async def changed_cards(
         )
     query = query.order_by(schema.cards.c.cursor, schema.cards.c.number).limit(limit)
     return list((await conn.execute(query)).all())
-
-
-async def cards_page(conn: AsyncConnection, after_number: str | None, limit: int) -> list[Any]:
-    """All ``cards`` rows in number order (the snapshot)."""
-    query = sa.select(schema.cards)
-    if after_number is not None:
-        query = query.where(schema.cards.c.number > after_number)
-    return list((await conn.execute(query.order_by(schema.cards.c.number).limit(limit))).all())

@@ -8,9 +8,15 @@ See ``docs/sync-protocol.md``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import (
+    Any,
+    Final,
+    Literal,
+    NotRequired,  # pydantic needs these on Python 3.11
+)
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, with_config
+from typing_extensions import TypedDict
 
 from shared.settings import ProgramSettings
 
@@ -118,6 +124,54 @@ class CardState(Message):
     debt: int
     lots: list[LotState]
     holds: list[HoldState]
+    last_purchase_on: str | None
+    cursor: int
+
+
+# The snapshot's lines as plain dicts: the same fields and types as ``CardState``, ``LotState``
+# and ``HoldState`` (``tests/shared/test_protocol.py`` holds them equal), validated by pydantic
+# without building a model per card (``agent/bootstrap.py``). Lots and holds list their fields in
+# alphabetical order: validated dicts come out in this order, which is the order of the agent's
+# canonical JSON (``sort_keys``).
+
+
+@with_config(ConfigDict(extra="forbid"))
+class LotLine(TypedDict):
+    """``LotState`` as a dict."""
+
+    active_from: str | None
+    amount: int
+    created_on: str
+    expires_on: str | None
+    id: str
+    ref: str | None
+    remaining: int
+    source: str
+
+
+@with_config(ConfigDict(extra="forbid"))
+class HoldLine(TypedDict):
+    """``HoldState`` as a dict."""
+
+    amount: int
+    expires_at: str
+    id: str
+
+
+@with_config(ConfigDict(extra="forbid"))
+class CardLine(TypedDict):
+    """``CardState`` as a dict: one line of a snapshot after the header."""
+
+    number: str
+    barcode: str | None
+    status: Literal["active", "blocked", "merged"]
+    merged_into: NotRequired[str | None]
+    phone_hash: str | None
+    phone_last4: str | None
+    verified: bool
+    debt: int
+    lots: list[LotLine]
+    holds: list[HoldLine]
     last_purchase_on: str | None
     cursor: int
 
