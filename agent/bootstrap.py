@@ -12,6 +12,10 @@ take a direct path instead, run by the writer thread (off the event loop):
   the core's lots and holds, as the same canonical text ``replica.apply_card_states`` stores;
 - a card with operations of this store not yet acknowledged is rebased as in a page of changes.
 
+The replica's phone index is dropped for the length of the snapshot and built again, by one
+sort, in the last batch's transaction (``agent/sync.py``); meanwhile ``AgentContext.bootstrapping``
+sends the tills' lookups by phone to the writer thread, where a scan does not stop the event loop.
+
 A line that is not such a card state refuses its whole batch (``SnapshotError``): nothing of the
 batch is stored, the round fails with the reason, and the next round starts the snapshot again
 (the cursor is saved only with the last batch).
@@ -20,6 +24,7 @@ batch is stored, the round fails with the reason, and the next round starts the 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any, Final, cast
 
@@ -27,6 +32,7 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic_core import to_json
 
 from agent import store
+from agent.db import PHONE_INDEX_SQL
 from agent.replica import UPSERT_CARDS, rebase
 from shared.codec import wallet_from_json, wallet_to_json
 from shared.lots import LotSource
@@ -34,6 +40,17 @@ from shared.protocol import CardLine
 
 _CARD_LINE: Final = TypeAdapter(CardLine)
 SOURCES: Final = frozenset(source.value for source in LotSource)
+
+
+def drop_phone_index(conn: sqlite3.Connection) -> None:
+    """At the start of a snapshot: a million inserts at random places of the phone index would
+    cost more than the rest of the bootstrap (each batch rewriting most of its pages)."""
+    conn.execute("DROP INDEX IF EXISTS cards_phone")
+
+
+def build_phone_index(conn: sqlite3.Connection) -> None:
+    """With the snapshot's last batch (or after a failed one): one sort of every phone hash."""
+    conn.execute(PHONE_INDEX_SQL)
 
 
 class SnapshotError(ValueError):
@@ -93,29 +110,30 @@ def _reason(exc: ValidationError) -> str:
 def store_snapshot_lines(
     conn: sqlite3.Connection, lines: list[bytes], dates: DateCheck, now: datetime
 ) -> int:
-    """Store a batch of snapshot lines in the writer's transaction; how many cards."""
-    cards = [parse_card(line, dates) for line in lines]
+    """Store a batch of snapshot lines in the writer's transaction; how many cards.
+
+    Each line is parsed as SQLite asks for its row, so a batch holds its lines in memory and
+    never all of its cards' objects at once.
+    """
     acked = int(store.get_meta(conn, "acked_seq") or 0)
-    pending: dict[str, list[store.JournalEntry]] = {}
     local = store.pending_cards(conn, acked)
-    if local:
-        touched = [card["number"] for card in cards if card["number"] in local]
-        for entry in store.pending_entries_for(conn, touched, acked):
-            pending.setdefault(entry.card, []).append(entry)
-    rows = []
-    for card in cards:
-        # Keys in sorted order, as ``store.dumps`` writes them (the lots' and holds' are).
-        base_json = {"debt": card["debt"], "holds": card["holds"], "lots": card["lots"]}
-        base = to_json(base_json).decode()
-        wallet = base
-        entries = pending.get(card["number"])
-        if entries:
-            rebased = wallet_from_json(base_json)
-            for entry in entries:
-                rebased = rebase(rebased, entry, now)
-            wallet = store.dumps(wallet_to_json(rebased))
-        rows.append(
-            (
+    count = 0
+
+    def rows() -> Iterator[tuple[Any, ...]]:
+        nonlocal count
+        for line in lines:
+            card = parse_card(line, dates)
+            # Keys in sorted order, as ``store.dumps`` writes them (the lots' and holds' are).
+            base_json = {"debt": card["debt"], "holds": card["holds"], "lots": card["lots"]}
+            base = to_json(base_json).decode()
+            wallet = base
+            if card["number"] in local:
+                rebased = wallet_from_json(base_json)
+                for entry in store.pending_entries_for(conn, [card["number"]], acked):
+                    rebased = rebase(rebased, entry, now)
+                wallet = store.dumps(wallet_to_json(rebased))
+            count += 1
+            yield (
                 card["number"],
                 card["barcode"],
                 card["status"],
@@ -128,6 +146,6 @@ def store_snapshot_lines(
                 card["last_purchase_on"],
                 card["cursor"],
             )
-        )
-    conn.executemany(UPSERT_CARDS, rows)
-    return len(rows)
+
+    conn.executemany(UPSERT_CARDS, rows())
+    return count

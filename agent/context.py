@@ -58,6 +58,9 @@ class AgentContext:
     last_upload_error: str | None = None
     last_download_error: str | None = None
     central_clock_offset_s: float | None = None
+    #: A snapshot is being stored and the replica's phone index is down: lookups by phone scan
+    #: the cards in the writer thread rather than on the event loop.
+    bootstrapping: bool = False
     #: Phones seen in this process (card → 10 digits), to send codes without storing numbers.
     phones: dict[str, tuple[str, float]] = field(default_factory=dict)
 

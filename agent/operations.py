@@ -159,12 +159,18 @@ class Operations:
         """A wallet's balance today."""
         return balance(wallet, self.ctx.today(), self.ctx.clock.now())
 
+    async def _card_by_phone(self, phone_hash: str) -> store.CardRow | None:
+        if self.ctx.bootstrapping:
+            # No phone index while a snapshot is stored: the scan runs in the writer thread.
+            return await self.ctx.db.write(lambda conn: store.find_card_by_phone(conn, phone_hash))
+        return store.find_card_by_phone(self.ctx.db.reader, phone_hash)
+
     async def lookup(self, request: LookupRequest) -> LookupResponse:
         """Find a valid card by phone, number or barcode."""
         conn = self.ctx.db.reader
         if request.phone is not None:
             phone10 = parse_phone(request.phone)
-            card = store.find_card_by_phone(conn, self.ctx.hash_phone(phone10))
+            card = await self._card_by_phone(self.ctx.hash_phone(phone10))
             if card is None:
                 raise BonusError(ErrorCode.CARD_NOT_FOUND)
             if card.status == "blocked":

@@ -24,7 +24,13 @@ from pydantic import BaseModel, ValidationError
 from tenacity import AsyncRetrying, retry_if_exception_type, wait_exponential_jitter
 
 from agent import store
-from agent.bootstrap import DateCheck, SnapshotError, store_snapshot_lines
+from agent.bootstrap import (
+    DateCheck,
+    SnapshotError,
+    build_phone_index,
+    drop_phone_index,
+    store_snapshot_lines,
+)
 from agent.context import AgentContext
 from agent.replica import apply_card_states
 from shared.protocol import (
@@ -50,7 +56,7 @@ log = logging.getLogger(__name__)
 PULL_PAGES_MAX = 10_000
 PULL_PAGE_CARDS = 2000
 #: Snapshot lines stored per write transaction (the tills' writes wait for one at most).
-SNAPSHOT_APPLY_CARDS = 10_000
+SNAPSHOT_APPLY_CARDS = 20_000
 #: Bytes read from the snapshot's stream at a time.
 SNAPSHOT_READ_BYTES = 1024 * 1024
 #: How often a store without a central token looks again (a reload may add one).
@@ -291,11 +297,12 @@ class Syncer:
 
         Batches of lines are parsed, checked and stored by the writer thread (``bootstrap``), one
         batch at a time while the next one arrives; the tills keep being served meanwhile. The
-        header's cursor, settings and phone key are saved with the last batch.
+        replica's phone index is down meanwhile and built again with the last batch, which also
+        saves the header's cursor and settings.
         """
         ctx = self.ctx
-        header: SnapshotHeader | None = None
         dates = DateCheck()
+        header: SnapshotHeader | None = None
         batch: list[bytes] = []
         writing: asyncio.Future[int] | None = None
         count = 0
@@ -303,7 +310,10 @@ class Syncer:
         def store_batch(lines: list[bytes]) -> Callable[[sqlite3.Connection], int]:
             return lambda conn: store_snapshot_lines(conn, lines, dates, ctx.clock.now())
 
+        ctx.bootstrapping = True  # before the index goes: lookups by phone go to the writer
+        complete = False
         try:
+            await ctx.db.write(drop_phone_index)
             async for lines in self.client.snapshot():
                 if header is None:
                     header = _message(SnapshotHeader, lines[0])
@@ -324,6 +334,7 @@ class Syncer:
 
             def last(conn: sqlite3.Connection) -> int:
                 stored = write_last(conn)
+                build_phone_index(conn)
                 if settings.version >= ctx.settings.version:
                     store.set_meta(conn, "settings", settings.model_dump(mode="json"))
                 # Saved in the same transaction as the last cards: the snapshot is complete.
@@ -332,16 +343,29 @@ class Syncer:
                 return stored
 
             count += await ctx.db.write(last)
+            complete = True
         except SnapshotError as exc:
             raise SyncError(f"snapshot line refused, card {count + 1} or after: {exc}") from None
         finally:
-            if writing is not None:
-                # A failed download: let the batch being written finish (it is whole states).
-                with contextlib.suppress(Exception):
-                    await writing
+            await self._end_bootstrap(writing, complete)
         if settings.version >= ctx.settings.version:
             ctx.settings = settings
         log.info("bootstrapped %d cards from the snapshot at cursor %d", count, cursor)
+
+    async def _end_bootstrap(self, writing: asyncio.Future[int] | None, complete: bool) -> None:
+        """After a snapshot, stored or failed: no batch left running, the phone index back."""
+        if writing is not None:
+            # A failed download: let the batch being written finish (it is whole states).
+            with contextlib.suppress(Exception):
+                await writing
+        if not complete:
+            try:
+                await self.ctx.db.write(build_phone_index)
+            except Exception:
+                # Lookups by phone keep going to the writer; the next start builds the index.
+                log.exception("could not build the phone index again after a failed snapshot")
+                return
+        self.ctx.bootstrapping = False
 
     async def _store_states(
         self,

@@ -4,14 +4,18 @@ applying it, each step timed in-process with the project's own functions.
 A companion of ``central_bootstrap.py`` (same seeding), without HTTP and with the two sides run
 one after the other, so that every microsecond is attributed to one step:
 
-central (``central/api.py`` ``snapshot``): the cards page query, ``feed.card_states`` (its lots
-and holds queries, building the pydantic states), ``model_dump_json`` of every state, gzip
-(level 6 as shipped; levels 1 and 3 are timed on the same bytes for comparison);
+central (``central/api.py`` ``snapshot`` over ``central/snapshot.py`` ``card_lines``): the cards
+chunk query, the lots range query with the grouping of the lots' JSON by card, the holds range
+query, the encoding of the lines, gzip (level 1 as shipped; levels 1, 3 and 6 are timed on the
+same bytes for comparison). Here the next chunk's queries overlap the encoding as in the server,
+so a step's time may include waiting for the other;
 
-agent (``agent/sync.py`` ``_bootstrap`` and ``_store_states``): gunzip and line splitting,
-``CardState.model_validate_json`` per line, then per batch of 5,000 ``apply_card_states``: the
-pending-operations query, ``base_wallet``, the two ``store.dumps`` (base and working wallet),
-the upsert ``executemany``, and the commit.
+agent (``agent/sync.py`` ``_bootstrap`` over ``agent/bootstrap.py``): gunzip and line splitting,
+then per batch of ``SNAPSHOT_APPLY_CARDS`` lines, in the writer thread,
+``store_snapshot_lines``: validating each line (pydantic ``CardLine``, dates), the wallet's JSON
+(``pydantic_core.to_json``), the pending-operations query, the upsert ``executemany`` (its time
+includes the parsing, which runs as SQLite asks for each row: the parse steps are subtracted
+from it), and the write transaction (queue, BEGIN, COMMIT and the WAL checkpoint).
 
 Run from the repository root: ``.venv/bin/python bench/central_snapshot_profile.py``.
 """

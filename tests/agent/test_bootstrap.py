@@ -20,10 +20,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from agent import store
-from agent.bootstrap import DateCheck, SnapshotError, parse_card, store_snapshot_lines
+from agent.bootstrap import (
+    DateCheck,
+    SnapshotError,
+    drop_phone_index,
+    parse_card,
+    store_snapshot_lines,
+)
 from agent.clock import FakeClock
 from agent.context import AgentContext
-from agent.db import Database
+from agent.db import PHONE_INDEX_SQL, Database
 from agent.replica import apply_card_states, base_wallet
 from agent.routes import CTX_KEY
 from agent.sync import CentralClient, Syncer, SyncError
@@ -36,7 +42,7 @@ from central.stores import add_store
 from shared.codec import wallet_from_json
 from shared.protocol import CardState, Hello, SnapshotHeader
 from shared.settings import ProgramSettings
-from tests.agent.conftest import Agent, make_config
+from tests.agent.conftest import PHONE, Agent, make_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -292,6 +298,8 @@ async def test_a_refused_snapshot_fails_the_round_and_the_next_round_bootstraps(
                     await syncer.round()
                 assert reason in (ctx.last_download_error or "")
                 assert store.get_meta(ctx.db.reader, "cursor") is None  # not bootstrapped
+                assert phone_index(ctx.db.reader) is not None
+                assert not ctx.bootstrapping
             fake.snapshot = snapshot_bytes(good)
             await syncer.round()
             assert fake.snapshots_served == 4
@@ -299,6 +307,8 @@ async def test_a_refused_snapshot_fails_the_round_and_the_next_round_bootstraps(
             assert store.get_meta(ctx.db.reader, "cursor") == 40
             assert store.count_cards(ctx.db.reader) == 30
             assert ctx.settings.version == 3
+            assert phone_index(ctx.db.reader) is not None
+            assert not ctx.bootstrapping
             card = store.find_card(ctx.db.reader, "2000000029")
             assert card is not None
             assert card.wallet == base_wallet(state("2000000029"))
@@ -403,3 +413,38 @@ async def test_a_large_snapshot_applies_with_exact_wallets(tmp_path: Path) -> No
         assert sum(len(wallet.holds) for wallet, _ in stored.values()) == count // 1000
     finally:
         await server.close()
+
+
+# --- the phone index ----------------------------------------------------------------------------
+
+
+def phone_index(conn: sqlite3.Connection) -> str | None:
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'cards_phone'").fetchone()
+    return None if row is None else str(row[0])
+
+
+async def test_the_phone_index_is_the_migrations_and_comes_back_at_start(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    db = Database(path)
+    await db.open()
+    created = phone_index(db.reader)
+    assert created is not None
+    assert PHONE_INDEX_SQL.replace("IF NOT EXISTS ", "") == created
+    await db.write(drop_phone_index)  # as an interrupted bootstrap leaves it
+    await db.close()
+    db = Database(path)
+    await db.open()
+    assert phone_index(db.reader) == created
+    await db.close()
+
+
+async def test_lookups_by_phone_work_while_the_index_is_down(agent: Agent) -> None:
+    card = await agent.new_card()
+    ctx = agent.app[CTX_KEY]
+    ctx.bootstrapping = True
+    await ctx.db.write(drop_phone_index)
+    status, found = await agent.post("/pos/v1/cards/lookup", {"phone": PHONE})
+    assert status == 200, found
+    assert found["card"]["number"] == card
+    # Registering the same phone again finds the card too (the writer scans).
+    assert (await agent.register(PHONE))["card"]["number"] == card
