@@ -54,7 +54,10 @@ def build_phone_index(conn: sqlite3.Connection) -> None:
 
 
 class SnapshotError(ValueError):
-    """A snapshot line that is not a card state of this protocol."""
+    """A snapshot line that is not a card state of this protocol (``line``: which one of its
+    batch, from 1)."""
+
+    line = 0
 
 
 class DateCheck:
@@ -122,7 +125,11 @@ def store_snapshot_lines(
     def rows() -> Iterator[tuple[Any, ...]]:
         nonlocal count
         for line in lines:
-            card = parse_card(line, dates)
+            try:
+                card = parse_card(line, dates)
+            except SnapshotError as exc:
+                exc.line = count + 1
+                raise
             # Keys in sorted order, as ``store.dumps`` writes them (the lots' and holds' are).
             base_json = {"debt": card["debt"], "holds": card["holds"], "lots": card["lots"]}
             base = to_json(base_json).decode()

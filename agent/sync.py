@@ -345,7 +345,7 @@ class Syncer:
             count += await ctx.db.write(last)
             complete = True
         except SnapshotError as exc:
-            raise SyncError(f"snapshot line refused, card {count + 1} or after: {exc}") from None
+            raise SyncError(f"snapshot card {count + exc.line} refused: {exc}") from None
         finally:
             await self._end_bootstrap(writing, complete)
         if settings.version >= ctx.settings.version:

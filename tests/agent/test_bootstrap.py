@@ -289,7 +289,10 @@ async def test_a_refused_snapshot_fails_the_round_and_the_next_round_bootstraps(
         async with syncer_for(tmp_path, str(server.make_url("")), "token") as syncer:
             ctx = syncer.ctx
             for broken, reason in (
-                (snapshot_bytes([*good[:20], BAD_LINES["a text debt"], *good[20:]]), "debt"),
+                (
+                    snapshot_bytes([*good[:20], BAD_LINES["a text debt"], *good[20:]]),
+                    "snapshot card 21 refused: debt",
+                ),
                 (snapshot_bytes(good)[:-30], "ended before its end"),  # cut short
                 (b"not gzip at all", "snapshot failed"),
             ):
