@@ -11,6 +11,9 @@ Not a test: it prints figures.
    changes → record the sync) starts as soon as it runs.  The clock runs from the agent's spawn
    until its log says the round completed; ``/pos/v1/status`` then confirms the last sync and
    the number of cards.  Peak memory is the agent's ``VmHWM`` from ``/proc/PID/status``.
+   Meanwhile a till looks up a random card by number every 0.2 s: the answers (found, or
+   ``card_not_found`` for a card not stored yet) and their latency show whether the till API
+   stays responsive during a bootstrap.
 3. The snapshot is then downloaded once more, alone, compressed (its size, and how long the
    central server takes to produce it without an agent applying it).
 
@@ -23,10 +26,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import random
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
+import urllib.request
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +47,7 @@ from central_common import (
     AgentServer,
     CentralServer,
     PySpy,
+    card_number,
     code_source,
     cpu_seconds,
     database,
@@ -117,6 +125,62 @@ async def download_snapshot(base_url: str, token: str) -> tuple[int, int, float,
     return compressed, uncompressed, elapsed, lines - 1
 
 
+class TillProbe:
+    """A till looking cards up by number during the bootstrap (every ``interval_s``, in a
+    thread): how long the agent takes to answer while it stores the snapshot."""
+
+    def __init__(self, base_url: str, cards: int, interval_s: float = 0.2) -> None:
+        self.url = base_url + "/pos/v1/cards/lookup"
+        self.cards = cards
+        self.interval_s = interval_s
+        self.latencies_ms: list[float] = []
+        self.answers: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="till-probe", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        rng = random.Random(5)
+        while not self._stop.wait(self.interval_s):
+            body = json.dumps({"card": card_number(rng.randrange(self.cards))}).encode()
+            request = urllib.request.Request(
+                self.url,
+                data=body,
+                headers={"X-Register-Id": "probe", "Content-Type": "application/json"},
+            )
+            started = time.perf_counter()
+            try:
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    answer.read()
+                    outcome = "found"
+            except urllib.error.HTTPError as error:
+                code = json.loads(error.read() or b"{}").get("error", {}).get("code")
+                outcome = str(code or error.code)
+            except OSError as error:
+                outcome = type(error).__name__
+            self.latencies_ms.append((time.perf_counter() - started) * 1000)
+            self.answers[outcome] = self.answers.get(outcome, 0) + 1
+
+    def text(self) -> str:
+        if not self.latencies_ms:
+            return "no till lookups during the bootstrap"
+        ordered = sorted(self.latencies_ms)
+        p50 = ordered[len(ordered) // 2]
+        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        answers = ", ".join(f"{name} {count}" for name, count in sorted(self.answers.items()))
+        return (
+            f"till lookups by number during the bootstrap: {len(ordered)} ({answers}); "
+            f"latency p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {ordered[-1]:.1f} ms"
+        )
+
+
 #: ``--experiment long-request-timeout``: the central server's per-request time limit (120 s in
 #: ``central/app.py``, applied by ``shared.web.error_middleware`` to every request, the snapshot
 #: stream included) raised to an hour, to measure a bootstrap the limit would cut short.
@@ -172,6 +236,7 @@ def run(args: argparse.Namespace, work_dir: Path) -> bool:
         watch = LogWatch(agent.log_path)
         central_watch = LogWatch(central.log_path)
         profilers = []
+        probe: TillProbe | None = None
         failure: str | None = None
         failed_at = 0.0
         try:
@@ -189,6 +254,8 @@ def run(args: argparse.Namespace, work_dir: Path) -> bool:
                 now = time.perf_counter()
                 if ready_at is None and b"ready on" in watch.seen:
                     ready_at = watch.seen[b"ready on"]
+                    probe = TillProbe(agent.base_url, args.cards)
+                    probe.start()
                     if args.py_spy in ("agent", "both"):
                         profilers.append(PySpy(agent.pid, work_dir / "profile-agent.txt"))
                     if args.py_spy in ("central", "both"):
@@ -227,6 +294,8 @@ def run(args: argparse.Namespace, work_dir: Path) -> bool:
                 time.sleep(0.05)
             for profiler in profilers:
                 profiler.stop()
+            if probe is not None:
+                probe.stop()
             end_at = watch.seen.get(DONE_LINE, time.perf_counter())
             agent_memory = agent.memory_kib()
             central_memory = central.memory_kib()
@@ -242,6 +311,8 @@ def run(args: argparse.Namespace, work_dir: Path) -> bool:
             for profiler in profilers:
                 if profiler.proc.poll() is None:
                     profiler.stop()
+            if probe is not None:
+                probe.stop()
             agent.stop()
             central.stop()
 
@@ -293,6 +364,8 @@ def run(args: argparse.Namespace, work_dir: Path) -> bool:
     if args.db == "postgresql":
         cpu_text += f", postgres CPU {pg_cpu:.1f} s"
     print(f"    {cpu_text} (over {total_s:.1f} s of wall time on {MACHINE.split(',')[0]})")
+    if probe is not None:
+        print(f"    {probe.text()}")
     print(
         f"  snapshot: {human_bytes(compressed)} compressed ({compressed:,} bytes), "
         f"{human_bytes(uncompressed)} of JSON lines, {lines:,} cards; "

@@ -69,7 +69,7 @@ def _iso(value: str | date | None) -> str:
     """A date as a JSON value (``null`` for none)."""
     if value is None:
         return "null"
-    return f'"{value if isinstance(value, str) else value.isoformat()}"'
+    return _quote(value if isinstance(value, str) else value.isoformat())
 
 
 def _str(value: str | None) -> str:
@@ -170,7 +170,8 @@ async def card_lines(
 
     The next chunk is read while this one is encoded and sent (the database works in its own
     thread or process meanwhile). Close the iterator (``contextlib.aclosing``) when stopping
-    early: that cancels the read in flight before the connection goes back.
+    early: that waits for the read in flight (rather than interrupting the driver half-way)
+    before the connection goes back.
     """
     fetch = asyncio.ensure_future(_chunk(conn, None, today, size))
     try:
@@ -180,6 +181,5 @@ async def card_lines(
             yield _encode(rows, lots, holds)
     finally:
         if not fetch.done():
-            fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception):
                 await fetch
