@@ -15,7 +15,8 @@ then per batch of ``SNAPSHOT_APPLY_CARDS`` lines, in the writer thread,
 ``store_snapshot_lines``: validating each line (pydantic ``CardLine``, dates), the wallet's JSON
 (``pydantic_core.to_json``), the pending-operations query, the upsert ``executemany`` (its time
 includes the parsing, which runs as SQLite asks for each row: the parse steps are subtracted
-from it), and the write transaction (queue, BEGIN, COMMIT and the WAL checkpoint).
+from it), and the write transaction (queue, BEGIN, COMMIT and the WAL checkpoint); the
+replica's phone index is dropped first and built again at the end, as the agent does.
 
 Run from the repository root: ``.venv/bin/python bench/central_snapshot_profile.py``.
 """
@@ -195,6 +196,7 @@ async def agent_side(work_dir: Path, chunks: list[bytes], steps: Steps) -> int:
 
     count = 0
     dates = agent_bootstrap.DateCheck()
+    await db.write(agent_bootstrap.drop_phone_index)  # as ``Syncer._bootstrap`` does
     try:
         decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
         pending = b""
@@ -227,6 +229,8 @@ async def agent_side(work_dir: Path, chunks: list[bytes], steps: Steps) -> int:
                 batch = []
         if batch:
             count += await store_lines(batch)
+        with steps.step("building the phone index again (at the end)"):
+            await db.write(agent_bootstrap.build_phone_index)
     finally:
         for name, fn in originals.items():
             setattr(agent_bootstrap, name, fn)
