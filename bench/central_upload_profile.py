@@ -106,8 +106,10 @@ def _statement_key(statement: str) -> str:
     text = " ".join(statement.split())
     match = re.match(r"(SELECT .*? FROM \w+|INSERT INTO \w+|UPDATE \w+|DELETE FROM \w+|\w+)", text)
     key = match.group(1) if match else text[:40]
-    if key.startswith("SELECT"):
+    if key.startswith("SELECT") and " FROM " in key:
         key = "SELECT … FROM " + key.rsplit(" ", 1)[1]
+    elif key == "SELECT":
+        key = text[:48]
         if "FOR UPDATE" in text:
             key += " FOR UPDATE"
     return key
