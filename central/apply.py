@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central import schema
 from central.bulk import insert_rows, one_of, update_rows
-from central.ledger import CardRecord, LedgerTx, TxRow, allocations_json, auth_hold_id
+from central.ledger import CardRecord, LedgerTx, TxRow, allocations_json
 from shared.lots import (
     Allocation,
     Lot,
@@ -32,7 +32,7 @@ from shared.lots import (
     take_from_lot,
 )
 from shared.phones import phone_hash
-from shared.protocol import Op, OpResult
+from shared.protocol import Op, OpResult, auth_hold_id
 from shared.returns import ReturnExceedsSale, SoldLine, plan_return, refund_allocations
 from shared.settings import ProgramSettings
 

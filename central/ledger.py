@@ -298,11 +298,6 @@ def _lot_row(card: str, lot: Lot) -> dict[str, Any]:
     }
 
 
-def auth_hold_id(authorization_id: str) -> str:
-    """The hold under which an online authorisation sets points aside."""
-    return f"auth:{authorization_id}"
-
-
 def allocations_json(allocations: Iterable[Allocation]) -> list[list[Any]]:
     """Allocations as ``[lot_id, amount]`` pairs for the journal."""
     return [[a.lot_id, a.amount_kop] for a in allocations]
