@@ -138,6 +138,16 @@ async def load_for_batch(tx: LedgerTx, ctx: ApplyContext, ops: list[Op]) -> None
         ).all()
         for row in rows:
             ctx.receipts[row.receipt_id] = dict(row._mapping)
+        # The lots the batch's returns give back to or take from, in one query.
+        returned = [
+            ctx.receipts[str(op.payload["receipt_id"])]
+            for op in ops
+            if op.kind == "return" and str(op.payload["receipt_id"]) in ctx.receipts
+        ]
+        await tx.prefetch_lots(
+            [lot_id for receipt in returned for lot_id, _ in receipt["allocations"]]
+            + [receipt["accrual_lot"] for receipt in returned if receipt["accrual_lot"]]
+        )
 
 
 async def apply_op(tx: LedgerTx, ctx: ApplyContext, op: Op) -> OpResult:

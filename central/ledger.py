@@ -125,10 +125,31 @@ class LedgerTx:
             card.known_lots.add(lot.lot_id)
             card.lot_remaining[lot.lot_id] = lot.remaining_kop
 
+    async def prefetch_lots(self, lot_ids: Iterable[str]) -> None:
+        """Load specific lots (spent ones too) of the loaded cards in one query: what a batch's
+        returns will reverse, so that each return need not ask on its own."""
+        wanted = sorted(set(lot_ids))
+        if not wanted:
+            return
+        rows = (
+            await self.conn.execute(
+                sa.select(schema.lots).where(
+                    one_of(schema.lots.c.lot_id, wanted, self.conn.dialect)
+                )
+            )
+        ).all()
+        by_card: dict[str, list[Lot]] = {}
+        for row in rows:
+            if row.card in self.cards:
+                by_card.setdefault(row.card, []).append(_lot(row))
+        for number, card_lots in by_card.items():
+            self._add_lots(self.cards[number], card_lots)
+
     async def ensure_lots(self, number: str, lot_ids: Iterable[str]) -> None:
         """Load specific lots of a card (spent ones too), for exact reversals."""
         card = self.cards[number]
-        missing = sorted(set(lot_ids) - card.known_lots)
+        # Lots made earlier in this transaction are in the wallet but not yet in the database.
+        missing = sorted(set(lot_ids) - card.known_lots - {lot.lot_id for lot in card.wallet.lots})
         if not missing:
             return
         rows = (

@@ -45,7 +45,8 @@ async def upload(
             raise BonusError(
                 ErrorCode.VALIDATION_ERROR, reason="a batch has no gaps", seq=following.seq
             )
-    async with db.write() as conn:
+    # One batch at a time per process (``Database.batch_gate``): see there why.
+    async with db.batch_gate, db.write() as conn:
         query = sa.select(schema.stores.c.last_applied_seq).where(
             schema.stores.c.store_id == store_id
         )
