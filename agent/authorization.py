@@ -11,12 +11,12 @@ from __future__ import annotations
 import logging
 import sqlite3
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from agent import store
 from agent.context import AgentContext
 from shared.errors import BonusError, ErrorCode
-from shared.protocol import AuthorizeRequest, AuthorizeResponse
+from shared.protocol import AuthorizeRequest, AuthorizeResponse, auth_hold_id
 
 log = logging.getLogger(__name__)
 
@@ -28,24 +28,67 @@ class Decision:
     authorization_id: str | None
 
 
-def pending_delta(conn: sqlite3.Connection, card: str) -> int:
-    """The net effect on a card of this store's operations the central server has not seen."""
+@dataclass(frozen=True, slots=True)
+class PendingView:
+    """What the central server cannot know yet of a card: this store's unacknowledged queue."""
+
+    delta_kop: int
+    held_kop: int
+    releases: list[str]
+
+
+def pending_view(
+    conn: sqlite3.Connection, card: str, consumed_hold: str | None, today: date, now: datetime
+) -> PendingView:
+    """The card's pending effect as the central server's authorisation takes it.
+
+    ``delta_kop``: the net effect on usable points and debt (an accrual not usable yet left
+    out); ``held_kop``: holds placed here, not uploaded, still active (but the one this sale
+    consumes); ``releases``: holds the central server may still count that the queue or this
+    sale ends.
+    """
     acked = int(store.get_meta(conn, "acked_seq") or 0)
-    entries = store.pending_entries_for(conn, [card], acked)
-    return sum(int(entry.payload.get("effect", {}).get("delta", 0)) for entry in entries)
+    delta = 0
+    releases: set[str] = set()
+    for entry in store.pending_entries_for(conn, [card], acked):
+        payload = entry.payload
+        delta += int(payload.get("effect", {}).get("delta", 0))
+        if entry.kind == "sale":
+            active_from = payload.get("accrual_active_from")
+            if active_from and date.fromisoformat(active_from) > today:
+                delta -= int(payload["effect"].get("accrued", 0))
+            if payload.get("authorization_id"):
+                releases.add(auth_hold_id(payload["authorization_id"]))
+        if entry.kind in ("sale", "hold_release") and payload.get("hold_id"):
+            releases.add(payload["hold_id"])
+    if consumed_hold is not None:
+        releases.add(consumed_hold)
+    held = sum(
+        hold.amount_kop
+        for hold in store.holds_placed_after(conn, card, acked)
+        if hold.state == "active" and hold.expires_at > now and hold.hold_id != consumed_hold
+    )
+    return PendingView(delta, held, sorted(releases))
 
 
 async def authorize_online(
-    ctx: AgentContext, card: str, amount_kop: int, authorization_id: str
+    ctx: AgentContext,
+    card: str,
+    amount_kop: int,
+    authorization_id: str,
+    consumed_hold: str | None = None,
 ) -> Decision:
     """Ask the central server; refuse on a decline, fall back to local rules on silence."""
     if ctx.central is None:
         return Decision(None)
+    view = pending_view(ctx.db.reader, card, consumed_hold, ctx.today(), ctx.clock.now())
     request = AuthorizeRequest(
         authorization_id=authorization_id,
         card=card,
         amount=amount_kop,
-        pending_delta=pending_delta(ctx.db.reader, card),
+        pending_delta=view.delta_kop,
+        pending_held=view.held_kop,
+        releases=view.releases,
     )
     answer: AuthorizeResponse | None = await ctx.central(request)
     if answer is None:

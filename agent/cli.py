@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -24,11 +25,28 @@ from agent.routes import CTX_KEY
 
 log = logging.getLogger("agent")
 
+#: How long a thread holding the GIL may run before a waiting one gets it (default 5 ms).
+SWITCH_INTERVAL_S = 0.0005
+
 
 def _config(args: argparse.Namespace) -> tuple[AgentConfig, Path | None]:
     path = args.config or os.environ.get("BONUS_AGENT_CONFIG")
     config_path = Path(path) if path else None
     return load_config(config_path), config_path
+
+
+def tune_for_latency() -> None:
+    """Interpreter settings for a till's short requests.
+
+    The journal's writer thread runs each operation's Python holding the GIL; a request waiting
+    on the event loop gets it back after the switch interval, 5 ms by default, which would be
+    most of a sale's budget: 0.5 ms keeps that wait short at a negligible cost.  What start-up
+    created lives as long as the process: frozen, the collector stops walking it again and
+    again, which shortens the pauses of full collections.
+    """
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
+    gc.collect()
+    gc.freeze()
 
 
 async def serve(config: AgentConfig, config_path: Path | None) -> None:
@@ -38,6 +56,7 @@ async def serve(config: AgentConfig, config_path: Path | None) -> None:
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
     await site.start()
+    tune_for_latency()
     notifier = SystemdNotifier()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

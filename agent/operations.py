@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -139,6 +139,18 @@ def parse_phone(raw: str) -> str:
         raise BonusError(ErrorCode.PHONE_INVALID, reason=str(exc)) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class _SalePlan:
+    """A sale that passed its checks: the card, its wallet (without a consumed hold), the
+    amounts, and the moment it was checked at."""
+
+    card: store.CardRow
+    wallet: Wallet
+    result: ReceiptResult
+    today: date
+    now: datetime
+
+
 class Operations:
     """The agent's operations over its context."""
 
@@ -262,15 +274,17 @@ class Operations:
         ):
             raise BonusError(ErrorCode.VERIFICATION_REQUIRED)
         authorization_id: str | None = None
-        if request.redeem > 0:
-            # While the central server answers, the chain-wide balance decides (two stores
-            # cannot spend the same points); otherwise the store's own rules and offline caps.
-            card = self._card(self.ctx.db.reader, request.card)
+        if request.redeem > 0 and self.ctx.central is not None:
+            # The store's own checks first (a sale it refuses sets nothing aside anywhere);
+            # then, while the central server answers, the chain-wide balance decides (two
+            # stores cannot spend the same points); otherwise the offline caps.
+            plan = self._plan_sale(self.ctx.db.reader, request, online=True)
             decision = await authorize_online(
                 self.ctx,
-                card.number,
+                plan.card.number,
                 request.redeem,
                 f"{self.ctx.config.store_id}:{request.receipt_id}",
+                request.hold_id,
             )
             authorization_id = decision.authorization_id
 
@@ -282,13 +296,11 @@ class Operations:
 
         return await self.ctx.db.write(_write)
 
-    def _commit_sale(
-        self,
-        conn: sqlite3.Connection,
-        request: SaleRequest,
-        fingerprint: str,
-        authorization_id: str | None,
-    ) -> dict[str, Any]:
+    def _plan_sale(
+        self, conn: sqlite3.Connection, request: SaleRequest, *, online: bool
+    ) -> _SalePlan:
+        """Every check of a sale, without writing: the card, its hold and confirmation, the
+        offline caps (unless ``online``: authorised by the central server) and the amounts."""
         ctx = self.ctx
         card = self._card(conn, request.card)
         now = ctx.clock.now()
@@ -302,11 +314,12 @@ class Operations:
                 self._use_verification(conn, request.verification_id, card.number)
             elif request.redeem > held_kop:
                 raise BonusError(ErrorCode.VERIFICATION_REQUIRED, reason="more than the hold")
-        if request.redeem > 0 and authorization_id is None:
+        if request.redeem > 0 and not online:
             check_offline_caps(ctx, conn, card.number, request.redeem, today)
         current = balance(wallet, today, now)
-        lines = _lines(request.lines)
-        result = calculate(lines, ctx.settings, current.available_kop, request.redeem)
+        result = calculate(
+            _lines(request.lines), ctx.settings, current.available_kop, request.redeem
+        )
         if request.redeem > 0 and result.redeemed_kop != request.redeem:
             if request.redeem > current.available_kop:
                 raise BonusError(
@@ -316,6 +329,18 @@ class Operations:
             raise BonusError(
                 ErrorCode.REDEMPTION_EXCEEDS_MAX, max_redeem=f"{result.max_redeem_kop / 100:.2f}"
             )
+        return _SalePlan(card, wallet, result, today, now)
+
+    def _commit_sale(
+        self,
+        conn: sqlite3.Connection,
+        request: SaleRequest,
+        fingerprint: str,
+        authorization_id: str | None,
+    ) -> dict[str, Any]:
+        ctx = self.ctx
+        plan = self._plan_sale(conn, request, online=authorization_id is not None)
+        card, wallet, result, today, now = plan.card, plan.wallet, plan.result, plan.today, plan.now
         op_id = new_op_id()
         wallet, allocations = consume(wallet, result.redeemed_kop, today)
         accrual_lot_id: str | None = None

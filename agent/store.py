@@ -379,6 +379,22 @@ def find_hold(conn: sqlite3.Connection, hold_id: str) -> HoldRow | None:
     return HoldRow(row[0], row[1], row[2], datetime.fromisoformat(row[3]), row[4], row[5])
 
 
+def holds_placed_after(conn: sqlite3.Connection, card: str, seq: int) -> list[HoldRow]:
+    """A card's holds placed here by operations after a sequence number (not uploaded yet)."""
+    with closing(
+        conn.execute(
+            "SELECT hold_id, card, amount_kop, expires_at, state, seq FROM holds "
+            "WHERE card = ? AND seq > ?",
+            (card, seq),
+        )
+    ) as cursor:
+        rows = cursor.fetchall()
+    return [
+        HoldRow(row[0], row[1], row[2], datetime.fromisoformat(row[3]), row[4], row[5])
+        for row in rows
+    ]
+
+
 def insert_hold(conn: sqlite3.Connection, hold: HoldRow) -> None:
     """Record a new hold."""
     conn.execute(

@@ -5,7 +5,11 @@ a temporary directory:
 
 1. Load: customers registered over HTTP; the HTTP floor (a path that does not exist); one till
    alone; then ``--tills`` tills, each a loop of lookup by card, calculate and sale commit (no
-   redemption), for ``--duration`` seconds; per-request latency as the till sees it.
+   redemption) with a random pause between customers (``--think-ms``, mean 250 ms: 8 tills
+   serve ~30 customers a second, some fifty times a busy pharmacy's hour of 2,000 receipts),
+   for ``--duration`` seconds; per-request latency as the till sees it.  Then the same tills
+   back to back, without a pause (``--saturation-duration`` seconds): the agent's capacity,
+   where every request waits behind the other tills' (reported, not a goal).
 2. Raw SQLite: single-row INSERT + COMMIT with WAL and synchronous=FULL on the same filesystem,
    the floor under any durable sale commit; the agent's sale commit is shown as a ratio to it.
 3. Memory: ``--cards`` cards seeded straight into the agent's database (2 to 5 lots each), then
@@ -56,8 +60,8 @@ STOP_TIMEOUT_S = 15.0
 REQUEST_TIMEOUT_S = 30.0
 JSON_HEADERS = {"Content-Type": "application/json"}
 NO_REDEMPTION = (
-    "Redemption is not exercised: it needs a fresh sync from the central server, which is not "
-    "built yet (the agent refuses it with redemption_stale_sync)."
+    "Redemption is not exercised: with a central server it is authorised there first (a network "
+    "round trip; bench/soak.py measures the whole chain); these figures are the store's own."
 )
 
 
@@ -401,6 +405,8 @@ class LoadResult:
     pending_ops: int
     solo: Recorder
     floor: Series
+    saturated: Recorder | None
+    saturated_s: float
 
 
 async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
@@ -414,6 +420,12 @@ async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
         recorder, measured_s, sales = await run_tills(
             agent, args, cards, args.tills, args.warmup, args.duration, args.think_ms, args.profile
         )
+        saturated, saturated_s = None, 0.0
+        if args.saturation_duration > 0:
+            saturated, saturated_s, more = await run_tills(
+                agent, args, cards, args.tills, 1.0, args.saturation_duration, 0.0
+            )
+            sales += more
         memory = agent.memory_kib()
         async with (
             aiohttp.ClientSession() as session,
@@ -432,6 +444,8 @@ async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
         int(status["pending_ops"]),
         solo,
         floor,
+        saturated,
+        saturated_s,
     )
 
 
@@ -570,6 +584,8 @@ async def memory_part(args: argparse.Namespace, work_dir: Path) -> MemoryResult:
         deadline = begin + args.memory_duration
         recorder = Recorder(["lookup"], begin)
         samples: list[int] = []
+        # The tills' pace of part 1: three requests per customer, so a lookup every third.
+        pause_s = args.think_ms / 3000
 
         async def looker(till: int) -> None:
             rng = random.Random(args.seed + till)
@@ -580,6 +596,8 @@ async def memory_part(args: argparse.Namespace, work_dir: Path) -> MemoryResult:
                     # Nine lookups in ten by the scanned card, one by the phone the customer says.
                     body = {"card": numbers[n]} if rng.random() < 0.9 else {"phone": phones[n]}
                     await recorder.post(session, "lookup", url, body)
+                    if pause_s:
+                        await asyncio.sleep(rng.expovariate(1 / pause_s))
 
         async def sampler() -> None:
             while time.perf_counter() < deadline:
@@ -656,12 +674,27 @@ def report(
     print(row("lookup by card", series["lookup"]))
     print(row("calculate", series["calculate"]))
     print(row("sale commit", series["sale"]))
+    if load.saturated is not None:
+        print(
+            f"  {args.tills} tills back to back (capacity; each request waits behind the others'), "
+            f"{args.saturation_duration:.0f} s:"
+        )
+        print(row("lookup by card", load.saturated.series["lookup"]))
+        print(row("calculate", load.saturated.series["calculate"]))
+        print(row("sale commit", load.saturated.series["sale"]))
     print(f"  1 till alone, {args.solo_duration:.0f} s (each request's own cost):")
     print(row("lookup by card", solo["lookup"]))
     print(row("calculate", solo["calculate"]))
     print(row("sale commit", solo["sale"]))
     print(row("HTTP floor (unknown path, no SQL)", load.floor))
-    print(f"  {mem.cards} cards, {args.tills} tills looking up back to back:")
+    print(
+        f"  {mem.cards} cards, {args.tills} tills looking up"
+        + (
+            f", a lookup every ~{args.think_ms / 3:.0f} ms + service:"
+            if args.think_ms
+            else " back to back:"
+        )
+    )
     print(row("lookup (9 by card : 1 by phone)", mem.lookups))
     print(f"  raw SQLite, same filesystem, WAL, synchronous=FULL, {raw_row_bytes}-byte rows:")
     print(row("INSERT + COMMIT", raw))
@@ -670,11 +703,18 @@ def report(
     solo_sale = solo["sale"].summary_ms()
     raw_s = raw.summary_ms()
     print(
-        f"  throughput ({args.tills} tills): {requests / load.measured_s:.0f} requests/s, "
-        f"{len(series['sale'].values) / load.measured_s:.0f} sales/s "
+        f"  throughput ({args.tills} tills, {pacing}): {requests / load.measured_s:.0f} "
+        f"requests/s, {len(series['sale'].values) / load.measured_s:.0f} sales/s "
         f"({load.sales_committed} sales committed in all, {load.pending_ops} operations "
         "pending upload)"
     )
+    if load.saturated is not None:
+        done = load.saturated.series
+        print(
+            f"  capacity ({args.tills} tills back to back): "
+            f"{sum(len(x.values) for x in done.values()) / load.saturated_s:.0f} requests/s, "
+            f"{len(done['sale'].values) / load.saturated_s:.0f} sales/s"
+        )
     print(
         f"  sale commit ÷ raw SQLite commit: {args.tills} tills p50 ×{sale['p50'] / raw_s['p50']:.1f}"
         f", p99 ×{sale['p99'] / raw_s['p99']:.1f}; 1 till p50 ×{solo_sale['p50'] / raw_s['p50']:.1f}"
@@ -696,6 +736,8 @@ def report(
             + " ".join(f"{kib / 1024:.0f}" for kib in mem.samples_kib)
         )
     every = [*series.values(), *solo.values(), mem.lookups, load.floor]
+    if load.saturated is not None:
+        every.extend(load.saturated.series.values())
     errors = sum(s.errors for s in every)
     for s in every:
         for sample in s.error_samples:
@@ -763,7 +805,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=500, help="customers for the load part")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
     parser.add_argument(
-        "--think-ms", type=float, default=0.0, help="mean pause between a till's customers"
+        "--think-ms",
+        type=float,
+        default=250.0,
+        help="mean pause between a till's customers (0: back to back)",
+    )
+    parser.add_argument(
+        "--saturation-duration",
+        type=float,
+        default=20.0,
+        help="seconds of the tills back to back after the paced load (0: skip)",
     )
     parser.add_argument(
         "--solo-duration", type=float, default=5.0, help="seconds of one till alone first"

@@ -152,7 +152,13 @@ class Process:
             self._log = None
 
     def memory_kib(self) -> dict[str, int]:
-        return memory_kib(self.pid)
+        """The process's memory, summed with its children's (a supervisor's workers)."""
+        total = memory_kib(self.pid)
+        for child in child_pids(self.pid):
+            with contextlib.suppress(OSError):
+                for key, value in memory_kib(child).items():
+                    total[key] = total.get(key, 0) + value
+        return total
 
 
 class CentralServer(Process):
@@ -165,9 +171,11 @@ class CentralServer(Process):
         log_level: str = "WARNING",
         *,
         preamble: str | None = None,
+        workers: int = 1,
     ) -> None:
         super().__init__("central", work_dir)
         self.database_url = database_url
+        self.workers = workers
         self.log_level = log_level
         self.port = free_port()
         #: Python run in the server process before ``bonus-central serve`` (experiments only).
@@ -184,6 +192,7 @@ class CentralServer(Process):
             BONUS_CENTRAL_LISTEN_HOST="127.0.0.1",
             BONUS_CENTRAL_LISTEN_PORT=str(self.port),
             BONUS_CENTRAL_LOG_LEVEL=self.log_level,
+            BONUS_CENTRAL_WORKERS=str(self.workers),
         )
         return env
 
@@ -940,9 +949,23 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used (all its threads)."""
+    """User + system CPU seconds a process and its live children have used (all threads):
+    a central server with ``workers`` > 1 is a supervisor and its worker processes."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    total = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    for child in child_pids(pid):
+        with contextlib.suppress(OSError):
+            total += cpu_seconds(child)
+    return total
+
+
+def child_pids(pid: int) -> list[int]:
+    """The live child processes of a process."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            children.extend(int(c) for c in (task / "children").read_text().split())
+    return children
 
 
 def postgres_cpu_seconds(url: str | None = None) -> float:

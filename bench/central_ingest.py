@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import math
+import os
 import random
 import sqlite3
 import sys
@@ -404,7 +405,11 @@ def run_one(kind: str, args: argparse.Namespace, work_dir: Path) -> dict[str, An
                 "  EXPERIMENT unlocked-cursor: the feed cursor comes from a sequence, not the "
                 "feed row (not a valid configuration; measures the cost of the row lock)"
             )
-        server = CentralServer(work_dir, url, log_level="WARNING", preamble=preamble)
+        workers = args.workers or ((os.cpu_count() or 1) if kind == "postgresql" else 1)
+        print(f"  central server: {workers} worker process{'es' if workers > 1 else ''}")
+        server = CentralServer(
+            work_dir, url, log_level="WARNING", preamble=preamble, workers=workers
+        )
         server.log_path = work_dir / f"central-{kind}.log"
         server.start()
         profiler = None
@@ -501,6 +506,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--stores", type=int, default=20, help="stores uploading at once")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="central server processes (default: one per CPU on PostgreSQL, 1 on SQLite)",
+    )
     parser.add_argument("--ops-per-store", type=int, default=5000, help="operations per store")
     parser.add_argument("--batch-ops", type=int, default=500, help="operations per upload batch")
     parser.add_argument(

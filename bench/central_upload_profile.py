@@ -7,7 +7,8 @@ concurrency so that each microsecond is attributed to one thing:
 - ``parse``: the request body to ``UploadRequest`` (``shared.web.parse_json`` + pydantic), as
   ``upload_batch`` does it;
 - the phases of ``central.sync.upload``: the store row, ``load_for_batch``, ``apply_op`` (every
-  operation), ``write_receipts``, the ``store_ops`` insert, ``LedgerTx.flush``, the commit;
+  operation), ``LedgerTx.write``, ``write_receipts``, the ``store_ops`` insert,
+  ``LedgerTx.publish`` (the feed cursor and the cards), the commit;
 - inside each phase, the time spent in SQL round trips (SQLAlchemy ``before/after_cursor_execute``
   events: driver, network and database) and the rest (Python: our code, SQLAlchemy's compile
   and parameter processing, pydantic).
@@ -106,8 +107,10 @@ def _statement_key(statement: str) -> str:
     text = " ".join(statement.split())
     match = re.match(r"(SELECT .*? FROM \w+|INSERT INTO \w+|UPDATE \w+|DELETE FROM \w+|\w+)", text)
     key = match.group(1) if match else text[:40]
-    if key.startswith("SELECT"):
+    if key.startswith("SELECT") and " FROM " in key:
         key = "SELECT … FROM " + key.rsplit(" ", 1)[1]
+    elif key == "SELECT":
+        key = text[:48]
         if "FOR UPDATE" in text:
             key += " FOR UPDATE"
     return key
@@ -145,14 +148,18 @@ def instrument(db: Database, timers: Timers) -> None:
     central_sync.apply_op = apply_by_kind
     central_sync.write_receipts = timed("write_receipts", central_apply.write_receipts)
     central_sync.current_settings = timed("current_settings", central_sync.current_settings)
-    original_flush = central_ledger.LedgerTx.flush
-    central_ledger.LedgerTx.flush = timed("LedgerTx.flush", original_flush)  # type: ignore[method-assign]
-    original_write = db.write
+    original_write = central_ledger.LedgerTx.write
+    central_ledger.LedgerTx.write = timed("LedgerTx.write", original_write)  # type: ignore[method-assign]
+    original_publish = central_ledger.LedgerTx.publish
+    central_ledger.LedgerTx.publish = timed(  # type: ignore[method-assign]
+        "LedgerTx.publish (feed cursor, cards)", original_publish
+    )
+    original_db_write = db.write
 
     @contextlib.asynccontextmanager
     async def write() -> AsyncIterator[Any]:
         # The body of the transaction is "upload (rest)"; leaving the block is the commit.
-        manager = original_write()
+        manager = original_db_write()
         with timers.phase("begin"):
             conn = await manager.__aenter__()
         try:

@@ -7,7 +7,7 @@ its reason and does not block the ones behind it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -16,11 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central import schema
-from central.ledger import CardRecord, LedgerTx, TxRow, allocations_json, auth_hold_id
+from central.bulk import insert_rows, one_of, update_rows
+from central.ledger import CardRecord, LedgerTx, TxRow, allocations_json
 from shared.lots import (
     Allocation,
     Lot,
     LotSource,
+    Wallet,
     balance,
     consume,
     credit,
@@ -30,7 +32,7 @@ from shared.lots import (
     take_from_lot,
 )
 from shared.phones import phone_hash
-from shared.protocol import Op, OpResult
+from shared.protocol import Op, OpResult, auth_hold_id
 from shared.returns import ReturnExceedsSale, SoldLine, plan_return, refund_allocations
 from shared.settings import ProgramSettings
 
@@ -49,6 +51,11 @@ class ApplyContext:
     now: datetime
     receipts: dict[str, dict[str, Any]]  # receipt_id → row, loaded and changed here
     new_receipts: set[str]
+    #: phone → the primary card of that phone (None: none yet), for the batch's registrations;
+    #: a registration that makes a new primary adds it, so a later one in the batch merges.
+    phone_primary: dict[str, str | None] = field(default_factory=dict)
+    #: cards known to have a ``clients`` row (among the registrations' cards and primaries).
+    client_owners: set[str] = field(default_factory=set)
 
     @property
     def today(self) -> date:
@@ -61,8 +68,60 @@ def aware(moment: datetime) -> datetime:
 
 
 async def load_for_batch(tx: LedgerTx, ctx: ApplyContext, ops: list[Op]) -> None:
-    """Load every card and receipt a batch touches, in one round of queries."""
+    """Load every card and receipt a batch touches, in one round of queries.
+
+    Registrations are prepared here too, for the whole batch: the phones' advisory locks
+    (PostgreSQL), their primary cards (locked and loaded) and which of those cards have a client
+    row; ``_register`` then creates cards in memory and ``LedgerTx.write`` inserts them.
+    """
+    conn = tx.conn
+    dialect = conn.dialect
     await tx.load({op.card for op in ops})
+    phones = sorted(
+        {
+            str(op.payload["phone"])
+            for op in ops
+            if op.kind == "register" and op.payload.get("phone")
+        }
+    )
+    if phones:
+        if dialect.name == "postgresql":
+            # Two stores registering one phone at the same moment must not both find no primary
+            # (neither sees the other's uncommitted card): serialise registrations per phone.
+            # Under READ COMMITTED the query below then sees the other's committed card. The
+            # locks are taken in phone order (volatile functions run after the sort), so two
+            # batches with the same phones cannot deadlock on them.
+            await conn.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(hashtextextended('phone:' || p, 0)) "
+                "FROM unnest($1::text[]) AS p ORDER BY p",
+                (phones,),
+            )
+        rows = (
+            await conn.execute(
+                sa.select(schema.cards.c.phone, schema.cards.c.number)
+                .where(
+                    one_of(schema.cards.c.phone, phones, dialect),
+                    schema.cards.c.status != "merged",
+                )
+                .order_by(schema.cards.c.created_at, schema.cards.c.number)
+            )
+        ).all()
+        ctx.phone_primary = dict.fromkeys(phones)
+        for row in rows:
+            if ctx.phone_primary[row.phone] is None:
+                ctx.phone_primary[row.phone] = row.number
+        primaries = [number for number in ctx.phone_primary.values() if number]
+        await tx.load(primaries)
+        owners = sorted({op.card for op in ops if op.kind == "register"} | set(primaries))
+        ctx.client_owners = set(
+            (
+                await conn.execute(
+                    sa.select(schema.clients.c.card).where(
+                        one_of(schema.clients.c.card, owners, dialect)
+                    )
+                )
+            ).scalars()
+        )
     # Sales too: a sale under a receipt id this store already recorded must be rejected, not
     # fail the whole batch on the receipts' primary key (and so block the queue for ever).
     receipt_ids = sorted(
@@ -70,15 +129,25 @@ async def load_for_batch(tx: LedgerTx, ctx: ApplyContext, ops: list[Op]) -> None
     )
     if receipt_ids:
         rows = (
-            await tx.conn.execute(
+            await conn.execute(
                 sa.select(schema.receipts).where(
                     schema.receipts.c.store_id == ctx.store_id,
-                    schema.receipts.c.receipt_id.in_(receipt_ids),
+                    one_of(schema.receipts.c.receipt_id, receipt_ids, dialect),
                 )
             )
         ).all()
         for row in rows:
             ctx.receipts[row.receipt_id] = dict(row._mapping)
+        # The lots the batch's returns give back to or take from, in one query.
+        returned = [
+            ctx.receipts[str(op.payload["receipt_id"])]
+            for op in ops
+            if op.kind == "return" and str(op.payload["receipt_id"]) in ctx.receipts
+        ]
+        await tx.prefetch_lots(
+            [lot_id for receipt in returned for lot_id, _ in receipt["allocations"]]
+            + [receipt["accrual_lot"] for receipt in returned if receipt["accrual_lot"]]
+        )
 
 
 async def apply_op(tx: LedgerTx, ctx: ApplyContext, op: Op) -> OpResult:
@@ -121,63 +190,57 @@ async def _register(tx: LedgerTx, ctx: ApplyContext, op: Op) -> int:
         if existing.phone not in (None, phone):
             raise Rejected("card number is registered to another phone")
         return 0
-    primary: str | None = None
-    if phone is not None:
-        if tx.conn.dialect.name == "postgresql":
-            # Two stores registering one phone at the same moment must not both find no primary
-            # (neither sees the other's uncommitted card): serialise registrations per phone.
-            # Under READ COMMITTED the query below then sees the other's committed card.
-            await tx.conn.execute(
-                sa.select(
-                    sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("phone:" + phone, 0))
-                )
-            )
-        primary = await tx.conn.scalar(
-            sa.select(schema.cards.c.number)
-            .where(schema.cards.c.phone == phone, schema.cards.c.status != "merged")
-            .order_by(schema.cards.c.created_at)
-            .limit(1)
-        )
+    # ``load_for_batch`` locked the phone and found its primary, if any; a registration earlier
+    # in this batch that made a primary put it in ``phone_primary``.
+    primary = ctx.phone_primary.get(phone) if phone is not None else None
+    if phone is not None and primary is None:
+        ctx.phone_primary[phone] = op.card
     status = "merged" if primary else "active"
-    await tx.conn.execute(
-        schema.cards.insert().values(
+    tx.add_card(
+        CardRecord(
             number=op.card,
             status=status,
             merged_into=primary,
             phone=phone,
+            verified=False,
+            last_purchase_on=None,
+            wallet=Wallet(),
+            changed=True,
+        ),
+        {
+            "number": op.card,
+            "status": status,
+            "merged_into": primary,
+            "phone": phone,
             # A merged card is found by phone through its primary only.
-            phone_hash=None if primary or phone is None else phone_hash(phone, ctx.phone_key),
-            virtual=bool(payload.get("virtual")),
-            created_store=ctx.store_id,
-            created_at=ctx.now,
-            cursor=0,
-        )
+            "phone_hash": None if primary or phone is None else phone_hash(phone, ctx.phone_key),
+            "virtual": bool(payload.get("virtual")),
+            "created_store": ctx.store_id,
+            "created_at": ctx.now,
+            "cursor": 0,
+        },
     )
     profile = payload.get("profile") or {}
     consents = payload.get("consents") or {}
     owner = primary or op.card
-    has_client = await tx.conn.scalar(
-        sa.select(sa.func.count()).select_from(schema.clients).where(schema.clients.c.card == owner)
-    )
-    if not has_client:
-        await tx.conn.execute(
-            schema.clients.insert().values(
-                card=owner,
-                first_name=profile.get("first_name"),
-                last_name=profile.get("last_name"),
-                middle_name=profile.get("middle_name"),
-                email=profile.get("email"),
-                birth_date=date.fromisoformat(profile["birth_date"])
+    if owner not in ctx.client_owners:
+        ctx.client_owners.add(owner)
+        tx.new_clients.append(
+            {
+                "card": owner,
+                "first_name": profile.get("first_name"),
+                "last_name": profile.get("last_name"),
+                "middle_name": profile.get("middle_name"),
+                "email": profile.get("email"),
+                "birth_date": date.fromisoformat(profile["birth_date"])
                 if profile.get("birth_date")
                 else None,
-                sex=profile.get("sex"),
-                consent_personal_data=bool(consents.get("personal_data")),
-                consent_advertising=bool(consents.get("advertising")),
-                consented_at=op.created_at,
-            )
+                "sex": profile.get("sex"),
+                "consent_personal_data": bool(consents.get("personal_data")),
+                "consent_advertising": bool(consents.get("advertising")),
+                "consented_at": aware(op.created_at),
+            }
         )
-    await tx.load([op.card])
-    tx.cards[op.card].changed = True
     if primary:
         tx.cards[primary].changed = True
     return 0
@@ -217,7 +280,7 @@ async def _sale(tx: LedgerTx, ctx: ApplyContext, op: Op) -> int:
         "store_id": ctx.store_id,
         "receipt_id": receipt_id,
         "op_id": op.op_id,
-        "at_store": op.created_at,
+        "at_store": aware(op.created_at),
     }
     if redeemed:
         tx.record(
@@ -295,7 +358,7 @@ async def _return(tx: LedgerTx, ctx: ApplyContext, op: Op) -> int:
         "store_id": ctx.store_id,
         "receipt_id": receipt["receipt_id"],
         "op_id": op.op_id,
-        "at_store": op.created_at,
+        "at_store": aware(op.created_at),
     }
     if plan.accrual_reversed_kop:
         wallet, taken, debt_added = take_from_lot(
@@ -410,22 +473,13 @@ async def write_receipts(conn: AsyncConnection, ctx: ApplyContext) -> None:
         if row.pop("_update", False):
             updates.append(
                 {
-                    "b_id": receipt_id,
-                    "b_returned": row["returned"],
-                    "b_refunded": row["refunded_kop"],
+                    "store_id": ctx.store_id,
+                    "receipt_id": receipt_id,
+                    "returned": row["returned"],
+                    "refunded_kop": row["refunded_kop"],
                 }
             )
         else:
             inserts.append(row)
-    if inserts:
-        await conn.execute(schema.receipts.insert(), inserts)
-    if updates:
-        await conn.execute(
-            schema.receipts.update()
-            .where(
-                schema.receipts.c.store_id == ctx.store_id,
-                schema.receipts.c.receipt_id == sa.bindparam("b_id"),
-            )
-            .values(returned=sa.bindparam("b_returned"), refunded_kop=sa.bindparam("b_refunded")),
-            updates,
-        )
+    await insert_rows(conn, schema.receipts, inserts)
+    await update_rows(conn, schema.receipts, ["store_id", "receipt_id"], updates)

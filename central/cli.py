@@ -28,6 +28,7 @@ from central.expiry import expire
 from central.invariants import check_invariants
 from central.program import current_settings, set_settings
 from central.staff import Permission, StaffExists, add_staff
+from central.workers import supervise
 from shared.lots import local_date
 
 log = logging.getLogger("central")
@@ -49,13 +50,19 @@ async def _with_db(config: CentralConfig, work: Callable[[Database], Awaitable[i
         await db.close()
 
 
-async def serve(config: CentralConfig) -> None:
-    """Run until SIGTERM or SIGINT."""
+async def serve(config: CentralConfig, worker: int | None = None) -> None:
+    """Run until SIGTERM or SIGINT: the server, or worker ``worker`` of several (``workers``)."""
     _sqlite_dir(config)
-    app = create_app(config)
+    app = create_app(config, run_expiry=worker in (None, 0))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True).start()
+    await web.TCPSite(
+        runner,
+        config.listen_host,
+        config.listen_port,
+        reuse_address=True,
+        reuse_port=worker is not None,
+    ).start()
     notifier = SystemdNotifier()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -68,6 +75,16 @@ async def serve(config: CentralConfig) -> None:
         notifier.stopping()
         await runner.cleanup()
         notifier.close()
+
+
+def _serve_worker(config: CentralConfig, index: int) -> None:
+    """One of several server processes (``central.workers``)."""
+    setup_logging(config.log_level, as_json=config.log_json)
+    asyncio.run(serve(config, worker=index))
+
+
+def _migrate_now(config: CentralConfig) -> None:
+    asyncio.run(_with_db(config, lambda db: _done("schema is up to date")))
 
 
 def _parse_value(text: str) -> Any:
@@ -132,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(UTC)
 
     if args.command == "serve":
+        if config.workers > 1:
+            return supervise(config, _serve_worker, migrate_first=_migrate_now)
         asyncio.run(serve(config))
         return 0
     if args.command == "migrate":

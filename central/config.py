@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 ENV_PREFIX = "BONUS_CENTRAL_"
 
@@ -38,12 +38,27 @@ class CentralConfig(BaseModel):
         "INFO", description="Log level."
     )
     log_json: bool = Field(False, description="Write logs as JSON lines.")
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description=(
+            "Server processes sharing the port (PostgreSQL only; about one per core: one "
+            "process applies uploads on one core)."
+        ),
+    )
     authorization_hold_s: int = Field(
         120,
         ge=10,
         le=3600,
         description="How long an online redemption authorisation sets points aside.",
     )
+
+    @model_validator(mode="after")
+    def _workers_need_postgresql(self) -> CentralConfig:
+        if self.workers > 1 and not self.database_url.startswith("postgresql"):
+            raise ValueError("workers > 1 needs PostgreSQL (SQLite has one writer)")
+        return self
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> CentralConfig:

@@ -87,6 +87,12 @@ class Database:
         self.engine = make_engine(url)
         self.read_engine = make_engine(url, immediate=False) if self.sqlite else self.engine
         self._write_lock = asyncio.Lock()
+        #: Store batches apply one at a time in a process.  A batch's transaction ends holding
+        #: the feed row's lock, which every other batch then waits for; were several batches
+        #: in flight in one event loop, the holder's next statement would wait behind the others'
+        #: tens of milliseconds of Python, and so would every store.  Parallelism comes from
+        #: server processes (``workers``) instead, each with its own core.
+        self.batch_gate = asyncio.Lock()
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

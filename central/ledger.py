@@ -7,7 +7,6 @@ transactions equals its lot remainders minus its debt (``central.invariants`` ch
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -17,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central import schema
+from central.bulk import insert_rows, one_of, update_rows
 from central.db import next_cursor
 from shared.lots import Allocation, Hold, Lot, LotSource, Wallet
 
@@ -78,12 +78,17 @@ class LedgerTx:
         self.txs: list[TxRow] = []
         self.new_holds: list[dict[str, Any]] = []
         self.hold_states: dict[str, str] = {}
+        #: Cards (and their clients) created in this transaction, inserted by ``write``.
+        self.new_cards: list[dict[str, Any]] = []
+        self.new_clients: list[dict[str, Any]] = []
+        self._wrote = False  # ``write`` wrote rows that ``publish`` must give a cursor
 
     async def load(self, numbers: Iterable[str], *, all_lots: bool = False) -> None:
         """Load cards (and the cards they were merged into) with their unspent lots and holds."""
         wanted = sorted(set(numbers) - set(self.cards))
+        dialect = self.conn.dialect
         while wanted:
-            query = sa.select(schema.cards).where(schema.cards.c.number.in_(wanted))
+            query = sa.select(schema.cards).where(one_of(schema.cards.c.number, wanted, dialect))
             if self.lock:
                 query = query.order_by(schema.cards.c.number).with_for_update()
             rows = (await self.conn.execute(query)).all()
@@ -104,7 +109,7 @@ class LedgerTx:
             wanted = sorted({row.merged_into for row in rows if row.merged_into} - set(self.cards))
 
     async def _load_lots(self, numbers: list[str], *, all_lots: bool) -> None:
-        query = sa.select(schema.lots).where(schema.lots.c.card.in_(numbers))
+        query = sa.select(schema.lots).where(one_of(schema.lots.c.card, numbers, self.conn.dialect))
         if not all_lots:
             query = query.where(schema.lots.c.remaining_kop > 0)
         by_card: dict[str, list[Lot]] = {}
@@ -120,10 +125,31 @@ class LedgerTx:
             card.known_lots.add(lot.lot_id)
             card.lot_remaining[lot.lot_id] = lot.remaining_kop
 
+    async def prefetch_lots(self, lot_ids: Iterable[str]) -> None:
+        """Load specific lots (spent ones too) of the loaded cards in one query: what a batch's
+        returns will reverse, so that each return need not ask on its own."""
+        wanted = sorted(set(lot_ids))
+        if not wanted:
+            return
+        rows = (
+            await self.conn.execute(
+                sa.select(schema.lots).where(
+                    one_of(schema.lots.c.lot_id, wanted, self.conn.dialect)
+                )
+            )
+        ).all()
+        by_card: dict[str, list[Lot]] = {}
+        for row in rows:
+            if row.card in self.cards:
+                by_card.setdefault(row.card, []).append(_lot(row))
+        for number, card_lots in by_card.items():
+            self._add_lots(self.cards[number], card_lots)
+
     async def ensure_lots(self, number: str, lot_ids: Iterable[str]) -> None:
         """Load specific lots of a card (spent ones too), for exact reversals."""
         card = self.cards[number]
-        missing = sorted(set(lot_ids) - card.known_lots)
+        # Lots made earlier in this transaction are in the wallet but not yet in the database.
+        missing = sorted(set(lot_ids) - card.known_lots - {lot.lot_id for lot in card.wallet.lots})
         if not missing:
             return
         rows = (
@@ -139,7 +165,8 @@ class LedgerTx:
         rows = (
             await self.conn.execute(
                 sa.select(schema.holds).where(
-                    schema.holds.c.card.in_(numbers), schema.holds.c.state == "active"
+                    one_of(schema.holds.c.card, numbers, self.conn.dialect),
+                    schema.holds.c.state == "active",
                 )
             )
         ).all()
@@ -167,99 +194,114 @@ class LedgerTx:
 
     def snapshot(self, number: str) -> CardRecord:
         """A copy to restore if an operation fails half-way."""
-        return copy.copy(self.cards[number])
+        # A shallow copy as copy.copy makes it, without its reduce protocol (once per operation).
+        clone = object.__new__(CardRecord)
+        clone.__dict__.update(self.cards[number].__dict__)
+        return clone
 
     def record(self, tx: TxRow) -> None:
         """Add a journal transaction."""
         self.txs.append(tx)
 
+    def add_card(self, record: CardRecord, row: dict[str, Any]) -> None:
+        """A card created in this transaction (a registration): ``write`` inserts ``row``."""
+        self.cards[record.number] = record
+        self.new_cards.append(row)
+
     async def flush(self) -> int:
         """Write every changed card, lot, hold and transaction; returns the feed cursor."""
-        changed = [card for card in self.cards.values() if card.changed]
-        if not changed and not self.txs and not self.hold_states and not self.new_holds:
-            return 0
-        cursor = await next_cursor(self.conn)
+        await self.write()
+        return await self.publish()
+
+    async def write(self) -> None:
+        """Write everything but the cards' own rows: new cards and clients, lots, holds and
+        journal transactions.  The feed cursor is not taken yet (see ``publish``)."""
+        conn = self.conn
+        self._wrote = self._wrote or bool(
+            self.new_cards or self.txs or self.new_holds or self.hold_states
+        )
+        await insert_rows(conn, schema.cards, self.new_cards)
+        await insert_rows(conn, schema.clients, self.new_clients)
+        self.new_cards = []
+        self.new_clients = []
         new_lots: list[dict[str, Any]] = []
         updated_lots: list[dict[str, Any]] = []
-        for card in changed:
+        for card in self.cards.values():
+            if not card.changed:
+                continue
             for lot in card.wallet.lots:
                 if lot.lot_id not in card.known_lots:
                     new_lots.append(_lot_row(card.number, lot))
                     card.known_lots.add(lot.lot_id)
                 elif card.lot_remaining.get(lot.lot_id) != lot.remaining_kop:
-                    updated_lots.append({"b_id": lot.lot_id, "b_remaining": lot.remaining_kop})
+                    updated_lots.append({"lot_id": lot.lot_id, "remaining_kop": lot.remaining_kop})
                 card.lot_remaining[lot.lot_id] = lot.remaining_kop
-        conn = self.conn
-        if new_lots:
-            await conn.execute(schema.lots.insert(), new_lots)
-        if updated_lots:
-            await conn.execute(
-                schema.lots.update()
-                .where(schema.lots.c.lot_id == sa.bindparam("b_id"))
-                .values(remaining_kop=sa.bindparam("b_remaining")),
-                updated_lots,
-            )
-        if changed:
-            await conn.execute(
-                schema.cards.update()
-                .where(schema.cards.c.number == sa.bindparam("b_number"))
-                .values(
-                    debt_kop=sa.bindparam("b_debt"),
-                    verified=sa.bindparam("b_verified"),
-                    last_purchase_on=sa.bindparam("b_last_purchase"),
-                    status=sa.bindparam("b_status"),
-                    merged_into=sa.bindparam("b_merged_into"),
-                    cursor=cursor,
-                ),
-                [
-                    {
-                        "b_number": card.number,
-                        "b_debt": card.wallet.debt_kop,
-                        "b_verified": card.verified,
-                        "b_last_purchase": card.last_purchase_on,
-                        "b_status": card.status,
-                        "b_merged_into": card.merged_into,
-                    }
-                    for card in changed
-                ],
-            )
-        if self.new_holds:
-            await conn.execute(schema.holds.insert(), self.new_holds)
-        if self.hold_states:
-            await conn.execute(
-                schema.holds.update()
-                .where(schema.holds.c.hold_id == sa.bindparam("b_id"))
-                .values(state=sa.bindparam("b_state")),
-                [
-                    {"b_id": hold_id, "b_state": state}
-                    for hold_id, state in self.hold_states.items()
-                ],
-            )
-        if self.txs:
-            await conn.execute(
-                schema.transactions.insert(),
-                [
-                    {
-                        "card": tx.card,
-                        "store_id": tx.store_id,
-                        "kind": tx.kind,
-                        "amount_kop": tx.amount_kop,
-                        "lots": tx.lots,
-                        "receipt_id": tx.receipt_id,
-                        "campaign_id": tx.campaign_id,
-                        "op_id": tx.op_id,
-                        "at_store": tx.at_store,
-                        "received_at": self.now,
-                        "note": tx.note,
-                    }
-                    for tx in self.txs
-                ],
-            )
-        for card in changed:
-            card.changed = False
+        await insert_rows(conn, schema.lots, new_lots)
+        await update_rows(conn, schema.lots, ["lot_id"], updated_lots)
+        await insert_rows(conn, schema.holds, self.new_holds)
+        await update_rows(
+            conn,
+            schema.holds,
+            ["hold_id"],
+            [{"hold_id": hold_id, "state": state} for hold_id, state in self.hold_states.items()],
+        )
+        await insert_rows(
+            conn,
+            schema.transactions,
+            [
+                {
+                    "card": tx.card,
+                    "store_id": tx.store_id,
+                    "kind": tx.kind,
+                    "amount_kop": tx.amount_kop,
+                    "lots": tx.lots,
+                    "receipt_id": tx.receipt_id,
+                    "campaign_id": tx.campaign_id,
+                    "op_id": tx.op_id,
+                    "at_store": tx.at_store,
+                    "received_at": self.now,
+                    "note": tx.note,
+                }
+                for tx in self.txs
+            ],
+        )
         self.txs = []
         self.new_holds = []
         self.hold_states = {}
+
+    async def publish(self) -> int:
+        """Take the feed's next cursor and stamp the changed cards with it; returns the cursor
+        (0 when nothing changed).
+
+        Taking the cursor increments the one ``feed`` row, whose lock every feed writer then
+        holds until it commits: cursor order is commit order.  So it comes last, after every
+        other write of the transaction, and the lock is held only for the cards' update and the
+        commit; the caller should have nothing else to write after it.
+        """
+        changed = [card for card in self.cards.values() if card.changed]
+        wrote, self._wrote = self._wrote, False
+        if not changed and not wrote:
+            return 0
+        cursor = await next_cursor(self.conn)
+        await update_rows(
+            self.conn,
+            schema.cards,
+            ["number"],
+            [
+                {
+                    "number": card.number,
+                    "debt_kop": card.wallet.debt_kop,
+                    "verified": card.verified,
+                    "last_purchase_on": card.last_purchase_on,
+                    "status": card.status,
+                    "merged_into": card.merged_into,
+                }
+                for card in changed
+            ],
+            constants={"cursor": cursor},
+        )
+        for card in changed:
+            card.changed = False
         return cursor
 
 
@@ -275,11 +317,6 @@ def _lot_row(card: str, lot: Lot) -> dict[str, Any]:
         "source": str(lot.source),
         "source_ref": lot.source_ref,
     }
-
-
-def auth_hold_id(authorization_id: str) -> str:
-    """The hold under which an online authorisation sets points aside."""
-    return f"auth:{authorization_id}"
 
 
 def allocations_json(allocations: Iterable[Allocation]) -> list[list[Any]]:

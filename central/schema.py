@@ -125,7 +125,7 @@ transactions = sa.Table(
     sa.Index("transactions_card", "card", "id"),
     sa.Index("transactions_receipt", "receipt_id"),
     sa.Index("transactions_store", "store_id", "id"),
-    sa.Index("transactions_campaign", "campaign_id"),
+    sa.Index("transactions_campaign", "campaign_id", "id"),
     sa.Index("transactions_kind_at", "kind", "received_at"),
     sa.Index("transactions_received", "received_at"),
 )

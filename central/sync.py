@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central import schema
 from central.apply import ApplyContext, apply_op, load_for_batch, write_receipts
+from central.bulk import insert_rows, one_of
 from central.db import Database, head_cursor
 from central.ledger import LedgerTx
 from central.program import current_settings
@@ -44,7 +45,8 @@ async def upload(
             raise BonusError(
                 ErrorCode.VALIDATION_ERROR, reason="a batch has no gaps", seq=following.seq
             )
-    async with db.write() as conn:
+    # One batch at a time per process (``Database.batch_gate``): see there why.
+    async with db.batch_gate, db.write() as conn:
         query = sa.select(schema.stores.c.last_applied_seq).where(
             schema.stores.c.store_id == store_id
         )
@@ -70,9 +72,11 @@ async def upload(
             ctx = ApplyContext(store_id, settings, key, now, {}, set())
             await load_for_batch(tx, ctx, fresh)
             fresh_results = [await apply_op(tx, ctx, op) for op in fresh]
+            await tx.write()
             await write_receipts(conn, ctx)
-            await conn.execute(
-                schema.store_ops.insert(),
+            await insert_rows(
+                conn,
+                schema.store_ops,
                 [
                     {
                         "store_id": store_id,
@@ -88,12 +92,13 @@ async def upload(
                     for op, result in zip(fresh, fresh_results, strict=True)
                 ],
             )
-            checkpoint = await tx.flush()
             await conn.execute(
                 schema.stores.update()
                 .where(schema.stores.c.store_id == store_id)
                 .values(last_applied_seq=fresh[-1].seq)
             )
+            # Last: the feed cursor, whose row lock serialises every feed writer until commit.
+            checkpoint = await tx.publish()
             results.extend(fresh_results)
             rejected = [r for r in fresh_results if r.status == "rejected"]
             if rejected:
@@ -120,7 +125,7 @@ async def _original_results(conn: AsyncConnection, store_id: str, ops: list[Op])
             await conn.execute(
                 sa.select(schema.store_ops).where(
                     schema.store_ops.c.store_id == store_id,
-                    schema.store_ops.c.seq.in_([op.seq for op in ops]),
+                    one_of(schema.store_ops.c.seq, [op.seq for op in ops], conn.dialect),
                 )
             )
         ).all()

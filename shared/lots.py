@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
@@ -174,8 +174,26 @@ def balance(wallet: Wallet, day: date, now: datetime) -> Balance:
     )
 
 
+def _with_remaining(lot: Lot, remaining_kop: int) -> Lot:
+    # The constructor directly: ``dataclasses.replace`` costs several times more, and the
+    # central server and the agent call this for every lot every operation touches.
+    return Lot(
+        lot.lot_id,
+        lot.amount_kop,
+        remaining_kop,
+        lot.created_on,
+        lot.expires_on,
+        lot.active_from,
+        lot.source,
+        lot.source_ref,
+    )
+
+
 def _with_lots(wallet: Wallet, changed: dict[str, Lot]) -> Wallet:
-    return replace(wallet, lots=tuple(changed.get(lot.lot_id, lot) for lot in wallet.lots))
+    if not changed:
+        return wallet
+    lots = tuple(changed.get(lot.lot_id, lot) for lot in wallet.lots)
+    return Wallet(lots, wallet.debt_kop, wallet.holds)
 
 
 def consume(wallet: Wallet, amount_kop: int, day: date) -> tuple[Wallet, list[Allocation]]:
@@ -192,7 +210,7 @@ def consume(wallet: Wallet, amount_kop: int, day: date) -> tuple[Wallet, list[Al
         if left == 0:
             break
         taken = min(left, lot.remaining_kop)
-        changed[lot.lot_id] = replace(lot, remaining_kop=lot.remaining_kop - taken)
+        changed[lot.lot_id] = _with_remaining(lot, lot.remaining_kop - taken)
         allocations.append(Allocation(lot.lot_id, taken))
         left -= taken
     if left:
@@ -227,7 +245,7 @@ def give_back(
         room = lot.amount_kop - lot.remaining_kop
         fits = min(room, allocation.amount_kop)
         burned_kop += allocation.amount_kop - fits
-        changed[lot.lot_id] = replace(lot, remaining_kop=lot.remaining_kop + fits)
+        changed[lot.lot_id] = _with_remaining(lot, lot.remaining_kop + fits)
     return _with_lots(wallet, changed), list(allocations), burned_kop
 
 
@@ -241,16 +259,20 @@ def take_from_lot(wallet: Wallet, lot_id: str, amount_kop: int) -> tuple[Wallet,
     lot = wallet.lot(lot_id)
     taken = min(amount_kop, lot.remaining_kop)
     shortfall = amount_kop - taken
-    new_wallet = _with_lots(wallet, {lot_id: replace(lot, remaining_kop=lot.remaining_kop - taken)})
-    return replace(new_wallet, debt_kop=new_wallet.debt_kop + shortfall), taken, shortfall
+    new_wallet = _with_lots(wallet, {lot_id: _with_remaining(lot, lot.remaining_kop - taken)})
+    return (
+        Wallet(new_wallet.lots, new_wallet.debt_kop + shortfall, new_wallet.holds),
+        taken,
+        shortfall,
+    )
 
 
 def credit(wallet: Wallet, lot: Lot) -> tuple[Wallet, int]:
     """Add a new lot; it pays any debt first.  Returns the new wallet and the debt paid."""
     assert lot.remaining_kop == lot.amount_kop, "a new lot is whole"
     paid = min(wallet.debt_kop, lot.amount_kop)
-    new_lot = replace(lot, remaining_kop=lot.amount_kop - paid)
-    return replace(wallet, lots=(*wallet.lots, new_lot), debt_kop=wallet.debt_kop - paid), paid
+    new_lot = _with_remaining(lot, lot.amount_kop - paid)
+    return Wallet((*wallet.lots, new_lot), wallet.debt_kop - paid, wallet.holds), paid
 
 
 def burn_expired(wallet: Wallet, day: date) -> tuple[Wallet, list[Allocation]]:
@@ -259,7 +281,7 @@ def burn_expired(wallet: Wallet, day: date) -> tuple[Wallet, list[Allocation]]:
     burned: list[Allocation] = []
     for lot in wallet.lots:
         if lot.remaining_kop > 0 and lot.expired_on(day):
-            changed[lot.lot_id] = replace(lot, remaining_kop=0)
+            changed[lot.lot_id] = _with_remaining(lot, 0)
             burned.append(Allocation(lot.lot_id, lot.remaining_kop))
     return _with_lots(wallet, changed), burned
 
@@ -270,7 +292,7 @@ def take_non_expiring(wallet: Wallet) -> tuple[Wallet, list[Allocation]]:
     taken: list[Allocation] = []
     for lot in wallet.lots:
         if lot.remaining_kop > 0 and lot.expires_on is None:
-            changed[lot.lot_id] = replace(lot, remaining_kop=0)
+            changed[lot.lot_id] = _with_remaining(lot, 0)
             taken.append(Allocation(lot.lot_id, lot.remaining_kop))
     return _with_lots(wallet, changed), taken
 
@@ -280,9 +302,11 @@ def place_hold(wallet: Wallet, hold: Hold, day: date, now: datetime) -> Wallet:
     assert hold.amount_kop > 0, "a hold sets aside a positive amount"
     if hold.amount_kop > balance(wallet, day, now).available_kop:
         raise InsufficientPoints("hold is above the available balance")
-    return replace(wallet, holds=(*wallet.holds, hold))
+    return Wallet(wallet.lots, wallet.debt_kop, (*wallet.holds, hold))
 
 
 def drop_hold(wallet: Wallet, hold_id: str) -> Wallet:
     """Remove a hold (released, consumed by its sale, or expired)."""
-    return replace(wallet, holds=tuple(h for h in wallet.holds if h.hold_id != hold_id))
+    return Wallet(
+        wallet.lots, wallet.debt_kop, tuple(h for h in wallet.holds if h.hold_id != hold_id)
+    )

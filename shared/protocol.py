@@ -8,15 +8,10 @@ See ``docs/sync-protocol.md``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import (
-    Any,
-    Final,
-    Literal,
-    NotRequired,  # pydantic needs these on Python 3.11
-)
+from typing import Annotated, Any, Final, Literal, NotRequired
 
 from pydantic import BaseModel, ConfigDict, Field, with_config
-from typing_extensions import TypedDict
+from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
 from shared.settings import ProgramSettings
 
@@ -206,7 +201,27 @@ class AuthorizeRequest(Message):
     amount: int = Field(gt=0, description="Kopecks to redeem.")
     pending_delta: int = Field(
         0,
-        description="Net effect (kopecks) of this store's operations on the card not yet uploaded.",
+        description=(
+            "Net effect (kopecks) on the card's usable points and debt of this store's "
+            "operations not yet uploaded (accruals not yet usable left out)."
+        ),
+    )
+    pending_held: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Kopecks set aside by this store's holds not yet uploaded and still active, "
+            "except the hold this sale consumes."
+        ),
+    )
+    releases: list[Annotated[str, Field(min_length=1, max_length=120)]] = Field(
+        default_factory=list,
+        max_length=1000,
+        description=(
+            "Holds the central server may still count that this store's queue or this sale "
+            "ends: the authorisation holds of its pending sales, holds its pending operations "
+            "consumed or released, and the hold this sale consumes."
+        ),
     )
 
 
@@ -216,3 +231,8 @@ class AuthorizeResponse(Message):
     approved: bool
     available: int = Field(description="Chain-wide available kopecks, before this amount.")
     expires_at: datetime | None = None
+
+
+def auth_hold_id(authorization_id: str) -> str:
+    """The hold under which the central server's online authorisation sets points aside."""
+    return f"auth:{authorization_id}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from central.api import DB_KEY
 from central.app import create_app as create_central
 from central.config import CentralConfig
 from central.invariants import check_invariants
+from central.program import set_settings
 from central.stores import add_store
 
 HEADERS = {"X-Register-Id": "till-1"}
@@ -71,8 +73,6 @@ async def central(tmp_path: Path) -> AsyncIterator[TestServer]:
 
 async def _till(tmp_path: Path, central: TestServer, store_id: str) -> TestClient[Any, Any]:
     async with central.app[DB_KEY].write() as conn:
-        from datetime import UTC, datetime
-
         token = await add_store(conn, store_id, store_id, datetime.now(UTC))
     config = AgentConfig(
         store_id=store_id,
@@ -163,3 +163,59 @@ async def test_without_central_the_store_redeems_under_its_own_rules(
         assert body["redeemed"] == 50
     finally:
         await a_client.close()
+
+
+async def test_a_stores_pending_hold_counts_against_the_chain_wide_balance(
+    tmp_path: Path, central: TestServer
+) -> None:
+    a_client = await _till(tmp_path, central, "store-a")
+    b_client = await _till(tmp_path, central, "store-b")
+    try:
+        a = Till(a_client, tmp_path / "store-a" / "messages.jsonl")
+        b = Till(b_client, tmp_path / "store-b" / "messages.jsonl")
+        async with central.app[DB_KEY].write() as conn:  # codes as often as the test asks
+            await set_settings(
+                conn, {"verification_resend_after_s": 0}, datetime.now(UTC), by="test"
+            )
+        status, registered = await a.post(
+            "/pos/v1/customers", {"phone": "9161234567", "consents": {"personal_data": True}}
+        )
+        card = registered["card"]["number"]
+        assert (await a.post("/pos/v1/receipts", sale("A-1", card, "2000")))[0] == 200
+        await a.sync()
+        await b.sync()
+        # A sets 60 of the card's 100 points aside for an order; the hold is not uploaded yet.
+        code = await a.confirmed_code(card, "9161234567")
+        hold = {"hold_id": "H-1", "card": card, "amount": "60", "ttl_s": 3600}
+        status, body = await a.post("/pos/v1/holds", {**hold, "verification_id": code})
+        assert status == 200, body
+        # B spends 30 (authorised, uploaded) and earns 8.50: 78.50 left centrally, 18.50 of
+        # them not held by A.
+        code_b = await b.confirmed_code(card, "9161234567")
+        status, body = await b.post(
+            "/pos/v1/receipts", sale("B-1", card, "200", "30", verification_id=code_b)
+        )
+        assert status == 200, body
+        await b.sync()
+        # A's replica still shows 40 usable beside its hold, but chain-wide only 18.50 are.
+        code = await a.confirmed_code(card, "9161234567")
+        status, body = await a.post(
+            "/pos/v1/receipts", sale("A-2", card, "200", "40", verification_id=code)
+        )
+        assert status == 409, body
+        assert body["error"]["details"]["reason"] == "chain_wide_balance"
+        assert body["error"]["details"]["available"] == "18.50"
+        # The order itself is sold from its hold: the hold is not counted against itself.
+        status, body = await a.post(
+            "/pos/v1/receipts", sale("A-3", card, "200", "60", hold_id="H-1")
+        )
+        assert status == 200, body
+        await a.sync()
+        await b.sync()
+        async with central.app[DB_KEY].read() as conn:
+            report = await check_invariants(conn)
+        assert report.ok, report.problems
+        assert report.debt_total_kop == 0
+    finally:
+        await a_client.close()
+        await b_client.close()

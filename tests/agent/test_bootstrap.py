@@ -187,6 +187,12 @@ async def test_a_batch_with_a_malformed_line_stores_nothing(agent: Agent) -> Non
     assert store.count_cards(ctx.db.reader) == 0
 
 
+def test_a_line_may_leave_out_what_the_message_has_a_default_for() -> None:
+    data = state("2000000001").model_dump(mode="json")
+    del data["merged_into"]
+    assert parse_card(json.dumps(data).encode(), DateCheck())["number"] == "2000000001"
+
+
 def test_dates_are_taken_as_the_wallet_reads_them() -> None:
     card = parse_card(
         line(

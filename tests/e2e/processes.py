@@ -194,9 +194,13 @@ class CentralProcess(ServerProcess):
     ready_path = "/health"
     module = "central.cli"
 
-    def __init__(self, work_dir: Path, database_url: str) -> None:
+    def __init__(
+        self, work_dir: Path, database_url: str, settings: dict[str, str] | None = None
+    ) -> None:
         super().__init__("central", work_dir)
         self.database_url = database_url
+        #: More ``BONUS_CENTRAL_*`` settings.
+        self.settings = dict(settings or {})
 
     def env(self) -> dict[str, str]:
         env = _base_env()
@@ -206,7 +210,15 @@ class CentralProcess(ServerProcess):
             BONUS_CENTRAL_LISTEN_PORT=str(self.port),
             BONUS_CENTRAL_LOG_LEVEL="INFO",
         )
+        env.update(
+            {f"BONUS_CENTRAL_{name.upper()}": value for name, value in self.settings.items()}
+        )
         return env
+
+    @property
+    def pid(self) -> int | None:
+        """The process id while it runs."""
+        return self._proc.pid if self._proc is not None else None
 
     async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``bonus-central ARGS`` against the same database; its exit code and output."""

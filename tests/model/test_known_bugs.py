@@ -22,7 +22,6 @@ from central import schema
 from central.campaigns import run_campaign
 from central.selection import CardFilter, Selection
 from tests.model.harness import System, Till, kop
-from tests.model.model import KNOWN_BUGS
 
 START = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 PHONE = "9161234567"
@@ -116,7 +115,6 @@ async def test_a_return_of_an_offline_overspend_does_not_stop_the_store_syncing(
     assert await a.sync()
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["authorisation"])
 async def test_a_sale_consumes_its_own_hold_while_online(system: System) -> None:
     a = system.tills["store-a"]
     card = await _card_with_points(system)
@@ -132,7 +130,6 @@ async def test_a_sale_consumes_its_own_hold_while_online(system: System) -> None
     assert status == 200, body
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["authorisation"])
 async def test_a_second_redemption_before_the_upload_sees_the_real_balance(
     system: System,
 ) -> None:
@@ -147,7 +144,6 @@ async def test_a_second_redemption_before_the_upload_sees_the_real_balance(
     assert status == 200, body
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["authorisation"])
 async def test_a_refused_sale_leaves_no_points_held(system: System) -> None:
     a, b = system.tills["store-a"], system.tills["store-b"]
     card = await _card_with_points(system)
@@ -160,7 +156,6 @@ async def test_a_refused_sale_leaves_no_points_held(system: System) -> None:
     assert status == 200, body
 
 
-@pytest.mark.xfail(strict=True, reason=KNOWN_BUGS["authorisation-retry"])
 async def test_a_retried_receipt_is_authorised_for_its_new_amount(system: System) -> None:
     a, b = system.tills["store-a"], system.tills["store-b"]
     card = await _card_with_points(system)

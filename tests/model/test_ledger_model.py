@@ -54,7 +54,6 @@ from shared.settings import ProgramSettings
 from tests.model.harness import System, kop, roubles
 from tests.model.model import (
     STALENESS_MAX_S,
-    TOLERATE_KNOWN_BUGS,
     Balance,
     LocalHold,
     LocalReceipt,
@@ -337,7 +336,7 @@ class LedgerMachine(RuleBasedStateMachine):
         if expected is None and redeem > 0 and verification_id is None and hold_id is None:
             expected = "verification_required"
         if expected is None:
-            if TOLERATE_KNOWN_BUGS:
+            if tolerate("authorisation"):
                 # Known bug "authorisation": the agent asks the central server first, so a sale
                 # it then refuses leaves its authorisation hold behind.
                 expected = authorise() or local_checks()
