@@ -102,14 +102,24 @@ async def journal_page(
 ) -> tuple[list[dict[str, Any]], int | None]:
     """One page and the id to continue after (keyset paging: stable under inserts, fast deep)."""
     query = _query(f)
+    order: sa.ColumnElement[int] = transactions.c.id
+    if (
+        (f.since is not None or f.until is not None)
+        and f.store_id is None
+        and not (f.card or f.receipt_id or f.campaign_id)
+    ):
+        # A period (with a kind or alone): read its rows through the received_at index and sort
+        # them. Ordered by the bare id, PostgreSQL walks the primary key backwards past every
+        # newer row instead (1.3 s for one day's redemptions among 10,000,000 transactions).
+        order = transactions.c.id + 0
     if f.order == "newest":
         if after_id is not None:
             query = query.where(transactions.c.id < after_id)
-        query = query.order_by(transactions.c.id.desc())
+        query = query.order_by(order.desc())
     else:
         if after_id is not None:
             query = query.where(transactions.c.id > after_id)
-        query = query.order_by(transactions.c.id)
+        query = query.order_by(order)
     async with db.read() as conn:
         rows = (await conn.execute(query.limit(limit + 1))).all()
     more = len(rows) > limit
