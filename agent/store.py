@@ -365,6 +365,10 @@ class HoldRow:
     seq: int
 
 
+def _hold(row: Any) -> HoldRow:
+    return HoldRow(row[0], row[1], row[2], datetime.fromisoformat(row[3]), row[4], row[5])
+
+
 def find_hold(conn: sqlite3.Connection, hold_id: str) -> HoldRow | None:
     """A hold by id."""
     with closing(
@@ -376,7 +380,7 @@ def find_hold(conn: sqlite3.Connection, hold_id: str) -> HoldRow | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    return HoldRow(row[0], row[1], row[2], datetime.fromisoformat(row[3]), row[4], row[5])
+    return _hold(row)
 
 
 def holds_placed_after(conn: sqlite3.Connection, card: str, seq: int) -> list[HoldRow]:
@@ -389,10 +393,7 @@ def holds_placed_after(conn: sqlite3.Connection, card: str, seq: int) -> list[Ho
         )
     ) as cursor:
         rows = cursor.fetchall()
-    return [
-        HoldRow(row[0], row[1], row[2], datetime.fromisoformat(row[3]), row[4], row[5])
-        for row in rows
-    ]
+    return [_hold(row) for row in rows]
 
 
 def insert_hold(conn: sqlite3.Connection, hold: HoldRow) -> None:

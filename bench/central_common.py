@@ -104,7 +104,7 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log: Path) -> 
         except urllib.error.HTTPError:
             return
         except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
+            pass  # not listening yet: ask again until the deadline
         if time.perf_counter() > deadline:
             raise TimeoutError(f"{what} did not answer in time; see {log}")
         time.sleep(0.02)

@@ -112,9 +112,14 @@ class LedgerTx:
         query = sa.select(schema.lots).where(one_of(schema.lots.c.card, numbers, self.conn.dialect))
         if not all_lots:
             query = query.where(schema.lots.c.remaining_kop > 0)
+        self._add_lot_rows((await self.conn.execute(query.order_by(schema.lots.c.lot_id))).all())
+
+    def _add_lot_rows(self, rows: Iterable[Any]) -> None:
+        """Lot rows into the wallets of their (loaded) cards."""
         by_card: dict[str, list[Lot]] = {}
-        for row in (await self.conn.execute(query.order_by(schema.lots.c.lot_id))).all():
-            by_card.setdefault(row.card, []).append(_lot(row))
+        for row in rows:
+            if row.card in self.cards:
+                by_card.setdefault(row.card, []).append(_lot(row))
         for number, card_lots in by_card.items():
             self._add_lots(self.cards[number], card_lots)
 
@@ -131,19 +136,10 @@ class LedgerTx:
         wanted = sorted(set(lot_ids))
         if not wanted:
             return
-        rows = (
-            await self.conn.execute(
-                sa.select(schema.lots).where(
-                    one_of(schema.lots.c.lot_id, wanted, self.conn.dialect)
-                )
-            )
-        ).all()
-        by_card: dict[str, list[Lot]] = {}
-        for row in rows:
-            if row.card in self.cards:
-                by_card.setdefault(row.card, []).append(_lot(row))
-        for number, card_lots in by_card.items():
-            self._add_lots(self.cards[number], card_lots)
+        query = sa.select(schema.lots).where(
+            one_of(schema.lots.c.lot_id, wanted, self.conn.dialect)
+        )
+        self._add_lot_rows((await self.conn.execute(query)).all())
 
     async def ensure_lots(self, number: str, lot_ids: Iterable[str]) -> None:
         """Load specific lots of a card (spent ones too), for exact reversals."""
