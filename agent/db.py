@@ -7,6 +7,10 @@ Every write is a function run by the one writer thread.  The writer takes the fu
 are waiting, runs them in one ``BEGIN IMMEDIATE`` transaction, each inside its own savepoint (a
 refused operation rolls back alone), commits once — one fsync for the group — and only then
 answers each caller.  Nothing is acknowledged before its commit is durable.
+
+Checkpoints (copying the write-ahead log back into the database file, and its fsync) run in a
+thread of their own, after commits: left to SQLite, the commit that fills the log does it, and
+every hundredth sale waited several milliseconds for it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,8 @@ BUSY_TIMEOUT_MS: Final = 5000
 GROUP_COMMIT_MAX: Final = 64
 #: Operations waiting for the writer at most; more are refused as busy rather than queued.
 WRITE_QUEUE_MAX: Final = 1000
+#: The checkpointer waits this long after a commit, so one checkpoint covers a burst of them.
+CHECKPOINT_DELAY_S: Final = 0.2
 
 T = TypeVar("T")
 
@@ -170,9 +177,13 @@ def _statements(sql: str) -> list[str]:
 
 
 def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
-    """A connection with the agent's pragmas, in autocommit mode (transactions are explicit)."""
+    """A connection with the agent's pragmas, in autocommit mode (transactions are explicit).
+
+    None of the agent's connections checkpoints on commit; ``Database`` runs the checkpoints.
+    """
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     _configure(conn)
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     if read_only:
         conn.execute("PRAGMA query_only=ON")
     return conn
@@ -206,7 +217,12 @@ class Database:
         self._reader: sqlite3.Connection | None = None
         self._queue: queue.Queue[_Job | None] = queue.Queue(maxsize=WRITE_QUEUE_MAX)
         self._thread: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        #: Set by the writer after a commit, cleared by the checkpointer when it starts.
+        self._committed = threading.Event()
+        self._closing = threading.Event()
         self.groups_committed = 0
+        self.checkpoints = 0
 
     async def open(self) -> None:
         """Create and migrate the database, start the writer, open the reader."""
@@ -218,14 +234,24 @@ class Database:
         )
         self._thread.start()
         await started
+        self._closing.clear()
+        self._checkpointer = threading.Thread(
+            target=self._checkpoint_loop, name="journal-checkpointer", daemon=True
+        )
+        self._checkpointer.start()
         self._reader = connect(self.path, read_only=True)
 
     async def close(self) -> None:
-        """Finish the queued writes, stop the writer, close the reader."""
+        """Finish the queued writes, stop the writer and the checkpointer, close the reader."""
         if self._thread is not None:
             await asyncio.to_thread(self._queue.put, None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        if self._checkpointer is not None:
+            self._closing.set()
+            self._committed.set()
+            await asyncio.to_thread(self._checkpointer.join)
+            self._checkpointer = None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
@@ -296,6 +322,7 @@ class Database:
                     outcomes.append((job, result, None))
             conn.execute("COMMIT")
             self.groups_committed += 1
+            self._committed.set()
         except Exception as exc:  # the commit itself failed: nothing of the group is kept
             log.exception("write transaction failed")
             if conn.in_transaction:
@@ -303,3 +330,27 @@ class Database:
             outcomes = [(job, None, exc) for job in jobs]
         for job, result, error in outcomes:
             job.loop.call_soon_threadsafe(_settle, job.future, result, error)
+
+    def _checkpoint_loop(self) -> None:
+        """Copy committed pages from the log into the database file, a burst at a time.
+
+        ``PASSIVE``: it never waits for the writer or a reader, and never makes them wait; the
+        writer starts the log again from its beginning once a checkpoint has copied all of it.
+        """
+        conn = connect(self.path)
+        try:
+            while True:
+                self._committed.wait()
+                if self._closing.is_set():
+                    return
+                time.sleep(CHECKPOINT_DELAY_S)
+                self._committed.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    self.checkpoints += 1
+                except sqlite3.Error:
+                    log.exception("checkpoint failed; the next commit tries again")
+                if self._closing.is_set():  # set while this round ran (its wake-up was cleared)
+                    return
+        finally:
+            conn.close()

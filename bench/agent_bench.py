@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import http.client
 import json
 import math
+import multiprocessing
 import os
 import random
 import secrets
@@ -42,6 +44,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import IO, Any
 
@@ -204,28 +207,50 @@ class Series:
         }
 
 
-class Recorder:
-    """Per-request latencies by kind, counted only after the warm-up."""
+Results = dict[str, Series]
 
-    def __init__(self, kinds: list[str], warm_until: float) -> None:
-        self.series = {kind: Series(kind) for kind in kinds}
+
+def merge(results: list[Results]) -> Results:
+    """The tills' series of each kind, as one."""
+    merged: Results = {}
+    for result in results:
+        for kind, series in result.items():
+            into = merged.setdefault(kind, Series(kind))
+            into.values.extend(series.values)
+            into.errors += series.errors
+            into.error_samples.extend(series.error_samples[: 3 - len(into.error_samples)])
+    return merged
+
+
+# --- the tills: a process each --------------------------------------------------------------------
+
+
+class TillClient:
+    """A till's HTTP client: one keep-alive connection, blocking, as a till's program holds.
+
+    Each till is a process of its own, as on a real store's tills: the latency it measures is
+    the agent's answer, not a wait behind the other tills' work in a shared client.
+    """
+
+    def __init__(self, port: int, register_id: str, warm_until: float) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=REQUEST_TIMEOUT_S)
+        self.conn.connect()
+        assert self.conn.sock is not None
+        self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.headers = {**JSON_HEADERS, "X-Register-Id": register_id}
         self.warm_until = warm_until
+        self.results: Results = {}
 
-    async def post(
-        self,
-        session: aiohttp.ClientSession,
-        kind: str,
-        url: str,
-        body: dict[str, Any],
-        expect: int = 200,
-    ) -> dict[str, Any] | None:
+    def post(self, kind: str, path: str, body: dict[str, Any], expect: int = 200) -> Any:
+        """POST a JSON body; the latency is recorded (after the warm-up) under ``kind``."""
         data = json.dumps(body, separators=(",", ":")).encode()
         started = time.perf_counter()
-        async with session.post(url, data=data, headers=JSON_HEADERS) as answer:
-            raw = await answer.read()
+        self.conn.request("POST", path, data, self.headers)
+        answer = self.conn.getresponse()
+        raw = answer.read()
         elapsed = time.perf_counter() - started
         if started >= self.warm_until:
-            series = self.series[kind]
+            series = self.results.setdefault(kind, Series(kind))
             series.values.append(elapsed)
             if answer.status != expect:
                 series.errors += 1
@@ -234,13 +259,118 @@ class Recorder:
         return json.loads(raw) if answer.status == 200 else None
 
 
-def till_session(register_id: str) -> aiohttp.ClientSession:
-    # One keep-alive connection per till, as a till's HTTP client would hold.
-    return aiohttp.ClientSession(
-        headers={"X-Register-Id": register_id},
-        connector=aiohttp.TCPConnector(limit=1),
-        timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
-    )
+@dataclass(frozen=True)
+class TillPlan:
+    """What one till process does until ``deadline`` (``time.perf_counter``, which on Linux is
+    the system's monotonic clock, the same in every process)."""
+
+    port: int
+    till: int
+    #: ``customers`` (lookup, calculate, sale), ``lookups`` (9 by card : 1 by phone) or
+    #: ``floor`` (a path that does not exist: HTTP and middlewares, no SQL).
+    program: str
+    cards: list[str]
+    phones: list[str]
+    #: Mean pause between customers (``customers``) or between requests (the others).
+    think_s: float
+    warm_until: float
+    deadline: float
+    seed: int
+
+
+def run_till(plan: TillPlan) -> tuple[Results, int]:
+    """One till's loop; its latencies by kind and the sales it committed."""
+    rng = random.Random(plan.seed)
+    client = TillClient(plan.port, f"till-{plan.till}", plan.warm_until)
+    sales = 0
+    while time.perf_counter() < plan.deadline:
+        n = rng.randrange(len(plan.cards))
+        card = plan.cards[n]
+        if plan.program == "floor":
+            client.post("http floor", "/pos/v1/nowhere", {}, 404)
+        elif plan.program == "lookups":
+            # Nine lookups in ten by the scanned card, one by the phone the customer says.
+            by_phone = plan.phones and rng.random() >= 0.9
+            client.post(
+                "lookup",
+                "/pos/v1/cards/lookup",
+                {"phone": plan.phones[n]} if by_phone else {"card": card},
+            )
+        else:
+            lines = basket(rng)
+            client.post("lookup", "/pos/v1/cards/lookup", {"card": card})
+            client.post("calculate", "/pos/v1/receipts/calculate", {"card": card, "lines": lines})
+            receipt_id = f"t{plan.till}-{uuid.uuid4().hex[:16]}"
+            sale = {"receipt_id": receipt_id, "card": card, "lines": lines, "redeem": 0}
+            if client.post("sale", "/pos/v1/receipts", sale) is not None:
+                sales += 1
+        if plan.think_s:
+            time.sleep(rng.expovariate(1 / plan.think_s))
+    client.conn.close()
+    return client.results, sales
+
+
+def _till_process(plan: TillPlan, out: Connection) -> None:
+    try:
+        out.send(run_till(plan))
+    except BaseException as exc:
+        out.send(exc)
+        raise
+    finally:
+        out.close()
+
+
+def run_till_processes(plans: list[TillPlan]) -> tuple[Results, int]:
+    """Each plan in a process of its own (forked: nothing to import); blocks until all end."""
+    context = multiprocessing.get_context("fork")
+    receivers, processes = [], []
+    for plan in plans:
+        receiver, sender = context.Pipe(duplex=False)
+        process = context.Process(target=_till_process, args=(plan, sender), daemon=True)
+        process.start()
+        sender.close()
+        receivers.append(receiver)
+        processes.append(process)
+    outcomes = [receiver.recv() for receiver in receivers]
+    for process in processes:
+        process.join()
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise RuntimeError("a till failed") from outcome
+    return merge([results for results, _ in outcomes]), sum(sales for _, sales in outcomes)
+
+
+async def run_tills(
+    agent: AgentProcess,
+    program: str,
+    cards: list[str],
+    tills: int,
+    warmup_s: float,
+    duration_s: float,
+    think_s: float,
+    seed: int,
+    phones: list[str] | None = None,
+) -> tuple[Results, float, int]:
+    """``tills`` till processes for warm-up + duration; their latencies by kind, the measured
+    seconds and the sales committed."""
+    warm_until = time.perf_counter() + warmup_s
+    deadline = warm_until + duration_s
+    plans = [
+        TillPlan(
+            agent.port,
+            till,
+            program,
+            cards,
+            phones or [],
+            think_s,
+            warm_until,
+            deadline,
+            seed + till,
+        )
+        for till in range(1, tills + 1)
+    ]
+    results, sales = await asyncio.to_thread(run_till_processes, plans)
+    return results, time.perf_counter() - warm_until, sales
 
 
 def money(kop: int) -> str:
@@ -277,7 +407,10 @@ async def register_customers(agent: AgentProcess, count: int, tills: int) -> lis
     url = agent.base_url + "/pos/v1/customers"
 
     async def worker(till: int) -> None:
-        async with till_session(f"seed-{till}") as session:
+        async with aiohttp.ClientSession(
+            headers={"X-Register-Id": f"seed-{till}"},
+            timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S),
+        ) as session:
             for n in numbers:
                 body = {"phone": f"+7 9{n:09d}", "consents": {"personal_data": True}}
                 async with session.post(url, json=body) as answer:
@@ -288,44 +421,6 @@ async def register_customers(agent: AgentProcess, count: int, tills: int) -> lis
 
     await asyncio.gather(*(worker(n) for n in range(tills)))
     return cards
-
-
-async def till_loop(
-    agent: AgentProcess,
-    till: int,
-    cards: list[str],
-    recorder: Recorder,
-    deadline: float,
-    think_s: float,
-    seed: int,
-) -> int:
-    """One till serving customers back to back: lookup, calculate, commit the sale."""
-    rng = random.Random(seed)
-    base = agent.base_url
-    sales = 0
-    async with till_session(f"till-{till}") as session:
-        while time.perf_counter() < deadline:
-            card = rng.choice(cards)
-            lines = basket(rng)
-            await recorder.post(session, "lookup", base + "/pos/v1/cards/lookup", {"card": card})
-            await recorder.post(
-                session,
-                "calculate",
-                base + "/pos/v1/receipts/calculate",
-                {"card": card, "lines": lines},
-            )
-            receipt_id = f"t{till}-{uuid.uuid4().hex[:16]}"
-            answer = await recorder.post(
-                session,
-                "sale",
-                base + "/pos/v1/receipts",
-                {"receipt_id": receipt_id, "card": card, "lines": lines, "redeem": 0},
-            )
-            if answer is not None:
-                sales += 1
-            if think_s:
-                await asyncio.sleep(rng.expovariate(1 / think_s))
-    return sales
 
 
 async def profile(agent: AgentProcess, output: str, delay_s: float, duration_s: float) -> None:
@@ -355,75 +450,49 @@ async def profile(agent: AgentProcess, output: str, delay_s: float, duration_s: 
         print("py-spy failed (is it installed? .venv/bin/pip install py-spy)", file=sys.stderr)
 
 
-async def http_floor(agent: AgentProcess, requests: int) -> Series:
-    """One till asking for an endpoint that does not exist: HTTP, middlewares, error answer and
-    the benchmark's own client, without any database work — the floor under every request."""
-    recorder = Recorder(["http floor"], 0.0)
-    async with till_session("till-floor") as session:
-        for _ in range(requests):
-            await recorder.post(session, "http floor", agent.base_url + "/pos/v1/nowhere", {}, 404)
-    return recorder.series["http floor"]
-
-
-async def run_tills(
-    agent: AgentProcess,
-    args: argparse.Namespace,
-    cards: list[str],
-    tills: int,
-    warmup_s: float,
-    duration_s: float,
-    think_ms: float,
-    profile_path: str | None = None,
-) -> tuple[Recorder, float, int]:
-    """``tills`` tills for warm-up + duration; returns the recorder, measured seconds, sales."""
-    warm_until = time.perf_counter() + warmup_s
-    deadline = warm_until + duration_s
-    recorder = Recorder(["lookup", "calculate", "sale"], warm_until)
-    profiler = None
-    if profile_path:
-        profiler = asyncio.create_task(profile(agent, profile_path, warmup_s, duration_s))
-    sales = await asyncio.gather(
-        *(
-            till_loop(agent, till, cards, recorder, deadline, think_ms / 1000, args.seed + till)
-            for till in range(1, tills + 1)
-        )
-    )
-    measured_s = time.perf_counter() - warm_until
-    if profiler is not None:
-        await profiler
-    return recorder, measured_s, sum(sales)
-
-
 @dataclass
 class LoadResult:
-    recorder: Recorder
+    paced: Results
     measured_s: float
     customers: int
     sales_committed: int
     start_s: float
     memory_kib: dict[str, int]
     pending_ops: int
-    solo: Recorder
+    solo: Results
     floor: Series
-    saturated: Recorder | None
+    floor_paced: Series
+    saturated: Results | None
     saturated_s: float
 
 
 async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
     agent = AgentProcess(work_dir, args.log_level)
     start_s = agent.start()
+    think_s = args.think_ms / 1000
     try:
         cards = await register_customers(agent, args.customers, args.tills)
-        floor = await http_floor(agent, 1000)
-        # One till alone: each request's own cost, without waiting behind other tills.
-        solo, _, _ = await run_tills(agent, args, cards, 1, 0.5, args.solo_duration, 0.0)
-        recorder, measured_s, sales = await run_tills(
-            agent, args, cards, args.tills, args.warmup, args.duration, args.think_ms, args.profile
+        # The HTTP floor: one till back to back, then the tills at their pace of requests.
+        floor, _, _ = await run_tills(agent, "floor", cards, 1, 0.5, 3.0, 0.0, args.seed)
+        floor_paced, _, _ = await run_tills(
+            agent, "floor", cards, args.tills, 1.0, args.floor_duration, think_s / 3, args.seed
         )
+        # One till alone: each request's own cost, without waiting behind other tills.
+        solo, _, _ = await run_tills(
+            agent, "customers", cards, 1, 0.5, args.solo_duration, 0.0, args.seed
+        )
+        profiler = None
+        if args.profile:
+            profiler = asyncio.create_task(profile(agent, args.profile, args.warmup, args.duration))
+        paced, measured_s, sales = await run_tills(
+            agent, "customers", cards, args.tills, args.warmup, args.duration, think_s, args.seed
+        )
+        if profiler is not None:
+            await profiler
         saturated, saturated_s = None, 0.0
         if args.saturation_duration > 0:
             saturated, saturated_s, more = await run_tills(
-                agent, args, cards, args.tills, 1.0, args.saturation_duration, 0.0
+                agent, "customers", cards, args.tills, 1.0, args.saturation_duration, 0.0, args.seed
             )
             sales += more
         memory = agent.memory_kib()
@@ -435,7 +504,7 @@ async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
     finally:
         agent.stop()
     return LoadResult(
-        recorder,
+        paced,
         measured_s,
         len(cards),
         sales,
@@ -443,7 +512,8 @@ async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
         memory,
         int(status["pending_ops"]),
         solo,
-        floor,
+        floor["http floor"],
+        floor_paced["http floor"],
         saturated,
         saturated_s,
     )
@@ -580,31 +650,29 @@ async def memory_part(args: argparse.Namespace, work_dir: Path) -> MemoryResult:
     start_s = agent.start()
     try:
         idle = agent.memory_kib()
-        begin = time.perf_counter()
-        deadline = begin + args.memory_duration
-        recorder = Recorder(["lookup"], begin)
         samples: list[int] = []
-        # The tills' pace of part 1: three requests per customer, so a lookup every third.
-        pause_s = args.think_ms / 3000
-
-        async def looker(till: int) -> None:
-            rng = random.Random(args.seed + till)
-            url = agent.base_url + "/pos/v1/cards/lookup"
-            async with till_session(f"till-{till}") as session:
-                while time.perf_counter() < deadline:
-                    n = rng.randrange(len(numbers))
-                    # Nine lookups in ten by the scanned card, one by the phone the customer says.
-                    body = {"card": numbers[n]} if rng.random() < 0.9 else {"phone": phones[n]}
-                    await recorder.post(session, "lookup", url, body)
-                    if pause_s:
-                        await asyncio.sleep(rng.expovariate(1 / pause_s))
+        sampling = True
 
         async def sampler() -> None:
-            while time.perf_counter() < deadline:
+            while sampling:
                 await asyncio.sleep(1)
                 samples.append(agent.memory_kib()["VmRSS"])
 
-        await asyncio.gather(sampler(), *(looker(t) for t in range(1, args.tills + 1)))
+        sampled = asyncio.create_task(sampler())
+        # The tills' pace of part 1: three requests per customer, so a lookup every third.
+        lookups, measured_s, _ = await run_tills(
+            agent,
+            "lookups",
+            numbers,
+            args.tills,
+            0.0,
+            args.memory_duration,
+            args.think_ms / 3000,
+            args.seed,
+            phones,
+        )
+        sampling = False
+        await sampled
         after = agent.memory_kib()
     finally:
         agent.stop()
@@ -616,8 +684,8 @@ async def memory_part(args: argparse.Namespace, work_dir: Path) -> MemoryResult:
         idle,
         after,
         samples,
-        recorder.series["lookup"],
-        time.perf_counter() - begin,
+        lookups["lookup"],
+        measured_s,
     )
 
 
@@ -643,8 +711,8 @@ def verdict(ok: bool) -> str:
 def report(
     args: argparse.Namespace, load: LoadResult, raw: Series, raw_row_bytes: int, mem: MemoryResult
 ) -> bool:
-    series = load.recorder.series
-    solo = load.solo.series
+    series = load.paced
+    solo = load.solo
     requests = sum(len(s.values) for s in series.values())
     pacing = (
         "back to back"
@@ -679,14 +747,19 @@ def report(
             f"  {args.tills} tills back to back (capacity; each request waits behind the others'), "
             f"{args.saturation_duration:.0f} s:"
         )
-        print(row("lookup by card", load.saturated.series["lookup"]))
-        print(row("calculate", load.saturated.series["calculate"]))
-        print(row("sale commit", load.saturated.series["sale"]))
+        print(row("lookup by card", load.saturated["lookup"]))
+        print(row("calculate", load.saturated["calculate"]))
+        print(row("sale commit", load.saturated["sale"]))
     print(f"  1 till alone, {args.solo_duration:.0f} s (each request's own cost):")
     print(row("lookup by card", solo["lookup"]))
     print(row("calculate", solo["calculate"]))
     print(row("sale commit", solo["sale"]))
     print(row("HTTP floor (unknown path, no SQL)", load.floor))
+    print(
+        f"  HTTP floor at the tills' pace ({args.tills} tills, a request every "
+        f"~{args.think_ms / 3:.0f} ms), {args.floor_duration:.0f} s:"
+    )
+    print(row("HTTP floor (unknown path, no SQL)", load.floor_paced))
     print(
         f"  {mem.cards} cards, {args.tills} tills looking up"
         + (
@@ -709,7 +782,7 @@ def report(
         "pending upload)"
     )
     if load.saturated is not None:
-        done = load.saturated.series
+        done = load.saturated
         print(
             f"  capacity ({args.tills} tills back to back): "
             f"{sum(len(x.values) for x in done.values()) / load.saturated_s:.0f} requests/s, "
@@ -735,9 +808,9 @@ def report(
             "  RSS each second of the lookups, MiB: "
             + " ".join(f"{kib / 1024:.0f}" for kib in mem.samples_kib)
         )
-    every = [*series.values(), *solo.values(), mem.lookups, load.floor]
+    every = [*series.values(), *solo.values(), mem.lookups, load.floor, load.floor_paced]
     if load.saturated is not None:
-        every.extend(load.saturated.series.values())
+        every.extend(load.saturated.values())
     errors = sum(s.errors for s in every)
     for s in every:
         for sample in s.error_samples:
@@ -818,6 +891,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--solo-duration", type=float, default=5.0, help="seconds of one till alone first"
+    )
+    parser.add_argument(
+        "--floor-duration",
+        type=float,
+        default=10.0,
+        help="seconds of the HTTP floor at the tills' pace",
     )
     parser.add_argument(
         "--memory-duration", type=float, default=15.0, help="seconds of lookups with many cards"

@@ -1,0 +1,100 @@
+"""The journal's database: grouped durable commits, and checkpoints off the commit path."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.db import CHECKPOINT_DELAY_S, Database
+
+
+def insert(n: int) -> Callable[[sqlite3.Connection], int]:
+    def _write(conn: sqlite3.Connection) -> int:
+        conn.execute("INSERT INTO meta VALUES (?, ?)", (f"key-{n}", "x" * 500))
+        return n
+
+    return _write
+
+
+def rows_in_database_file(path: Path) -> int:
+    """Rows of ``meta`` in the database file alone, as if the write-ahead log were lost."""
+    conn = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone() is None:
+            return 0  # not even the migrations are in the file yet
+        return int(conn.execute("SELECT count(*) FROM meta WHERE key LIKE 'key-%'").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def wal_bytes(path: Path) -> int:
+    return Path(f"{path}-wal").stat().st_size
+
+
+async def test_writes_are_committed_in_groups_and_answered_in_order(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.sqlite3")
+    await db.open()
+    try:
+        results = await asyncio.gather(*(db.write(insert(n)) for n in range(200)))
+        assert results == list(range(200))
+        assert db.groups_committed < 200  # many callers, fewer fsyncs
+        count = db.reader.execute("SELECT count(*) FROM meta WHERE key LIKE 'key-%'").fetchone()
+        assert count[0] == 200
+    finally:
+        await db.close()
+
+
+async def test_a_refused_write_rolls_back_alone(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.sqlite3")
+    await db.open()
+
+    def refused(conn: sqlite3.Connection) -> None:
+        conn.execute("INSERT INTO meta VALUES ('half', 'done')")
+        raise ValueError("refused")
+
+    try:
+        outcomes = await asyncio.gather(
+            db.write(insert(1)),
+            db.write(refused),
+            db.write(insert(2)),
+            return_exceptions=True,
+        )
+        assert outcomes[0] == 1
+        assert outcomes[2] == 2
+        assert isinstance(outcomes[1], ValueError)
+        keys = {row[0] for row in db.reader.execute("SELECT key FROM meta")}
+        assert {"key-1", "key-2"} <= keys
+        assert "half" not in keys
+    finally:
+        await db.close()
+
+
+async def test_the_checkpointer_copies_commits_into_the_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "agent.sqlite3"
+    db = Database(path)
+    await db.open()
+    try:
+        for n in range(50):
+            await db.write(insert(n))
+        # Committed, but no commit checkpoints: the rows are still only in the log...
+        assert db.checkpoints == 0
+        assert rows_in_database_file(path) == 0
+        # ...until the checkpointer has run, shortly after.
+        for _ in range(50):
+            if rows_in_database_file(path) == 50:
+                break
+            await asyncio.sleep(CHECKPOINT_DELAY_S)
+        assert rows_in_database_file(path) == 50
+        assert db.checkpoints >= 1
+        # The log then starts again from its beginning instead of growing.
+        size = wal_bytes(path)
+        for round_ in range(5):
+            for n in range(50):
+                await db.write(insert(1000 * (round_ + 1) + n))
+            await asyncio.sleep(3 * CHECKPOINT_DELAY_S)
+        assert wal_bytes(path) <= 2 * size
+        assert rows_in_database_file(path) == 300
+    finally:
+        await db.close()
