@@ -20,7 +20,6 @@ import logging
 import queue
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +32,10 @@ BUSY_TIMEOUT_MS: Final = 5000
 GROUP_COMMIT_MAX: Final = 64
 #: Operations waiting for the writer at most; more are refused as busy rather than queued.
 WRITE_QUEUE_MAX: Final = 1000
-#: The checkpointer waits this long after a commit, so one checkpoint covers a burst of them.
-CHECKPOINT_DELAY_S: Final = 0.2
+#: The checkpointer waits this long after a commit, so that one checkpoint covers the commits of
+#: a second: fewer, larger checkpoints (a page written many times is copied once), and fewer
+#: chances for a sale's commit to wait behind one.
+CHECKPOINT_DELAY_S: Final = 1.0
 
 T = TypeVar("T")
 
@@ -341,9 +342,8 @@ class Database:
         try:
             while True:
                 self._committed.wait()
-                if self._closing.is_set():
-                    return
-                time.sleep(CHECKPOINT_DELAY_S)
+                if self._closing.wait(CHECKPOINT_DELAY_S):
+                    return  # the last connection to close checkpoints what is left
                 self._committed.clear()
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

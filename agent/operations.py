@@ -258,10 +258,12 @@ class Operations:
         """Commit a sale: accrual and redemption, atomic and idempotent on the receipt id."""
         body = request.model_dump(mode="json")
         fingerprint = request_hash(body)
-        replayed = self._replay(self.ctx.db.reader, "sale", request.receipt_id, fingerprint)
-        if replayed is not None:
-            return replayed
         if request.redeem > 0:
+            # A retry answers as the first time, even once the sync has gone stale since; a
+            # sale without redemption has nothing to check first and is replayed by the writer.
+            replayed = self._replay(self.ctx.db.reader, "sale", request.receipt_id, fingerprint)
+            if replayed is not None:
+                return replayed
             await self.ctx.require_fresh()
         needs_code = self.ctx.settings.redemption_confirmation == "code"
         # A hold was confirmed by a code when it was placed; the sale consuming it needs none

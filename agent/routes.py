@@ -36,6 +36,7 @@ from agent.models import (
 from agent.operations import Operations
 from agent.verifications import Verifications
 from shared.errors import BonusError, ErrorCode
+from shared.web import model_response
 
 CTX_KEY = web.AppKey("ctx", AgentContext)
 OPS_KEY = web.AppKey("operations", Operations)
@@ -89,13 +90,13 @@ async def status(request: web.Request) -> web.Response:
         cards=store.count_cards(ctx.db.reader),
         version=_version(),
     )
-    return json_response(body.model_dump(mode="json"))
+    return model_response(body)
 
 
 async def lookup(request: web.Request) -> web.Response:
     body = await parse_body(request, LookupRequest)
     result = await request.app[OPS_KEY].lookup(body)
-    return json_response(result.model_dump(mode="json"))
+    return model_response(result)
 
 
 async def register(request: web.Request) -> web.Response:
@@ -112,26 +113,26 @@ async def register(request: web.Request) -> web.Response:
         except BonusError as exc:
             # The card exists either way; the till may ask for a code again or skip it.
             result.verification_error = refusal_body(exc)
-    return json_response(result.model_dump(mode="json"), status=201 if created else 200)
+    return model_response(result, status=201 if created else 200)
 
 
 async def create_verification(request: web.Request) -> web.Response:
     body = await parse_body(request, VerificationRequest)
     result = await request.app[VERIFY_KEY].create(body)
-    return json_response(result.model_dump(mode="json"), status=201)
+    return model_response(result, status=201)
 
 
 async def confirm_verification(request: web.Request) -> web.Response:
     body = await parse_body(request, ConfirmRequest)
     verification_id = request.match_info["verification_id"]
     result = await request.app[VERIFY_KEY].confirm(verification_id, body)
-    return json_response(result.model_dump(mode="json"))
+    return model_response(result)
 
 
 async def calculate(request: web.Request) -> web.Response:
     body = await parse_body(request, CalculateRequest)
     result = await request.app[OPS_KEY].calculate(body)
-    return json_response(result.model_dump(mode="json"))
+    return model_response(result)
 
 
 async def sale(request: web.Request) -> web.Response:
@@ -155,7 +156,7 @@ async def release_hold(request: web.Request) -> web.Response:
 
 async def transactions(request: web.Request) -> web.Response:
     result = await request.app[OPS_KEY].transactions(request.match_info["card"])
-    return json_response(result.model_dump(mode="json"))
+    return model_response(result)
 
 
 async def openapi(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Final
 
@@ -10,6 +11,8 @@ CARD_NUMBER_CHARS_MAX: Final = 32
 #: Virtual cards are 13 digits: the prefix, random digits, and a Luhn check digit.
 VIRTUAL_CARD_PREFIX: Final = "99"
 VIRTUAL_CARD_DIGITS: Final = 13
+#: What a card number may consist of once spaces and dashes are gone (ASCII only).
+_CARD_CHARS: Final = re.compile(r"[0-9A-Z]+")
 
 
 class CardNumberError(ValueError):
@@ -48,7 +51,7 @@ def normalize_card_number(raw: str) -> str:
     number = raw.strip().replace(" ", "").replace("-", "").upper()
     if not CARD_NUMBER_CHARS_MIN <= len(number) <= CARD_NUMBER_CHARS_MAX:
         raise CardNumberError("card number must have 4 to 32 characters")
-    if not all(ch.isascii() and (ch.isdigit() or "A" <= ch <= "Z") for ch in number):
+    if not _CARD_CHARS.fullmatch(number):
         raise CardNumberError("card number may contain only digits and Latin letters")
     if is_virtual_card(number) and not luhn_valid(number):
         raise CardNumberError("virtual card number has a wrong check digit")

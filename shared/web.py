@@ -103,7 +103,7 @@ def parse_json(raw: bytes) -> dict[str, Any]:
     """A JSON object from a body; numbers are read as exact decimals."""
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text, parse_float=Decimal, parse_constant=_no_constants)
+        data = _DECODER.decode(text)
     except (UnicodeDecodeError, json.JSONDecodeError, ValueError) as exc:
         raise BonusError(
             ErrorCode.VALIDATION_ERROR, reason=f"body is not valid JSON: {exc}"
@@ -149,3 +149,7 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a number")
+
+
+#: One decoder for every body (``json.loads`` with options builds a new one per call).
+_DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)

@@ -7,7 +7,12 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.db import CHECKPOINT_DELAY_S, Database
+import pytest
+
+from agent import db as agent_db
+from agent.db import Database
+
+DELAY_S = 0.3
 
 
 def insert(n: int) -> Callable[[sqlite3.Connection], int]:
@@ -71,29 +76,30 @@ async def test_a_refused_write_rolls_back_alone(tmp_path: Path) -> None:
         await db.close()
 
 
-async def test_the_checkpointer_copies_commits_into_the_database_file(tmp_path: Path) -> None:
+async def test_the_checkpointer_copies_commits_into_the_database_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(agent_db, "CHECKPOINT_DELAY_S", DELAY_S)
     path = tmp_path / "agent.sqlite3"
     db = Database(path)
     await db.open()
     try:
-        for n in range(50):
-            await db.write(insert(n))
+        await asyncio.gather(*(db.write(insert(n)) for n in range(50)))
         # Committed, but no commit checkpoints: the rows are still only in the log...
         assert db.checkpoints == 0
         assert rows_in_database_file(path) == 0
         # ...until the checkpointer has run, shortly after.
-        for _ in range(50):
+        for _ in range(100):
             if rows_in_database_file(path) == 50:
                 break
-            await asyncio.sleep(CHECKPOINT_DELAY_S)
+            await asyncio.sleep(0.05)
         assert rows_in_database_file(path) == 50
         assert db.checkpoints >= 1
         # The log then starts again from its beginning instead of growing.
         size = wal_bytes(path)
         for round_ in range(5):
-            for n in range(50):
-                await db.write(insert(1000 * (round_ + 1) + n))
-            await asyncio.sleep(3 * CHECKPOINT_DELAY_S)
+            await asyncio.gather(*(db.write(insert(1000 * (round_ + 1) + n)) for n in range(50)))
+            await asyncio.sleep(2 * DELAY_S)
         assert wal_bytes(path) <= 2 * size
         assert rows_in_database_file(path) == 300
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from decimal import Decimal
 from fractions import Fraction
@@ -9,7 +10,9 @@ from fractions import Fraction
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
+from shared.amounts import AmountOut
 from shared.money import (
     AMOUNT_KOP_MAX,
     AMOUNT_TEXT_CHARS_MAX,
@@ -247,3 +250,26 @@ def test_property_third_fractional_digit_always_refused(amount_kop: int, extra_d
     text = format_kop(amount_kop) + str(extra_digit)
     with pytest.raises(AmountError):
         parse_kop(text, allow_negative=True)
+
+
+# --- amounts out: a JSON number that is the exact decimal ---------------------------------------
+
+
+class _Out(BaseModel):
+    amount: AmountOut
+
+
+@settings(max_examples=2000, deadline=None)
+@given(amount_kop=st.integers(min_value=-AMOUNT_KOP_MAX, max_value=AMOUNT_KOP_MAX))
+def test_property_amount_out_prints_the_exact_decimal(amount_kop: int) -> None:
+    printed = json.loads(_Out(amount=amount_kop).model_dump_json(), parse_float=Decimal)["amount"]
+    assert Decimal(printed) == kop_to_decimal(amount_kop)
+
+
+@pytest.mark.parametrize(
+    "amount_kop", [0, 1, 10, 99, 100, 1230, 12345, 999_999_999, AMOUNT_KOP_MAX]
+)
+def test_amount_out_edges(amount_kop: int) -> None:
+    assert json.loads(_Out(amount=amount_kop).model_dump_json(), parse_float=Decimal)[
+        "amount"
+    ] == kop_to_decimal(amount_kop)
