@@ -180,6 +180,43 @@ def running(agent: AgentProcess) -> Iterator[AgentProcess]:
 # --- measuring ---------------------------------------------------------------------------------
 
 
+class StealMeter:
+    """The share of CPU time the hypervisor gave to something else while this machine wanted it
+    (``steal`` in ``/proc/stat``), over a ``with`` block: a virtual machine whose host is busy
+    runs everything slower, and the figures of that part with it."""
+
+    def __enter__(self) -> StealMeter:
+        self.before = self._read()
+        self.percent = math.nan
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        steal0, total0 = self.before
+        steal1, total1 = self._read()
+        if total1 > total0:
+            self.percent = 100 * (steal1 - steal0) / (total1 - total0)
+
+    @staticmethod
+    def _read() -> tuple[int, int]:
+        try:
+            first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+        except OSError:
+            return 0, 0
+        # user nice system idle iowait irq softirq steal (guest time is counted in user).
+        ticks = [int(value) for value in first[1:9]]
+        return (ticks[7] if len(ticks) > 7 else 0), sum(ticks)
+
+
+def python_speed_ms() -> float:
+    """A fixed pure-Python workload, the fastest of five runs: the machine's speed right now."""
+    best = math.inf
+    for _ in range(5):
+        started = time.perf_counter()
+        sum(i * i for i in range(200_000))
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
 def percentile(sorted_values: list[float], pct: float) -> float:
     """Nearest-rank percentile of an ascending list."""
     if not sorted_values:
@@ -464,6 +501,9 @@ class LoadResult:
     floor_paced: Series
     saturated: Results | None
     saturated_s: float
+    steal_percent: float
+    saturated_steal_percent: float
+    speed_ms: tuple[float, float]
 
 
 async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
@@ -484,17 +524,35 @@ async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
         profiler = None
         if args.profile:
             profiler = asyncio.create_task(profile(agent, args.profile, args.warmup, args.duration))
-        paced, measured_s, sales = await run_tills(
-            agent, "customers", cards, args.tills, args.warmup, args.duration, think_s, args.seed
-        )
+        speed_before = python_speed_ms()
+        with StealMeter() as steal:
+            paced, measured_s, sales = await run_tills(
+                agent,
+                "customers",
+                cards,
+                args.tills,
+                args.warmup,
+                args.duration,
+                think_s,
+                args.seed,
+            )
+        speed_after = python_speed_ms()
         if profiler is not None:
             await profiler
         saturated, saturated_s = None, 0.0
-        if args.saturation_duration > 0:
-            saturated, saturated_s, more = await run_tills(
-                agent, "customers", cards, args.tills, 1.0, args.saturation_duration, 0.0, args.seed
-            )
-            sales += more
+        with StealMeter() as saturated_steal:
+            if args.saturation_duration > 0:
+                saturated, saturated_s, more = await run_tills(
+                    agent,
+                    "customers",
+                    cards,
+                    args.tills,
+                    1.0,
+                    args.saturation_duration,
+                    0.0,
+                    args.seed,
+                )
+                sales += more
         memory = agent.memory_kib()
         async with (
             aiohttp.ClientSession() as session,
@@ -516,6 +574,9 @@ async def load_part(args: argparse.Namespace, work_dir: Path) -> LoadResult:
         floor_paced["http floor"],
         saturated,
         saturated_s,
+        steal.percent,
+        saturated_steal.percent,
+        (speed_before, speed_after),
     )
 
 
@@ -729,6 +790,12 @@ def report(
     )
     if args.load_before > 0.5:
         print("  (the machine was busy before the run: every figure is inflated)")
+    print(
+        f"  CPU time the host took (steal): {load.steal_percent:.1f} % during the paced tills, "
+        f"{load.saturated_steal_percent:.1f} % back to back; a fixed Python loop took "
+        f"{load.speed_ms[0]:.1f} ms before the paced tills and {load.speed_ms[1]:.1f} ms after "
+        "(a slower machine inflates every figure)"
+    )
     print(f"  {NO_REDEMPTION}")
     print()
     print(
