@@ -129,6 +129,13 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         ALTER TABLE cards ADD COLUMN merged_into TEXT;
         """,
     ),
+    (
+        "0003_holds_card",
+        """
+        -- A redemption asked of the central server counts the card's holds not uploaded yet.
+        CREATE INDEX holds_card ON holds(card, seq);
+        """,
+    ),
 ]
 
 

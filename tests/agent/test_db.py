@@ -104,3 +104,15 @@ async def test_the_checkpointer_copies_commits_into_the_database_file(
         assert rows_in_database_file(path) == 300
     finally:
         await db.close()
+
+
+async def test_a_cards_pending_holds_are_found_by_index(tmp_path: Path) -> None:
+    db = Database(tmp_path / "agent.sqlite3")
+    await db.open()
+    try:
+        plan = db.reader.execute(
+            "EXPLAIN QUERY PLAN SELECT hold_id FROM holds WHERE card = ? AND seq > ?", ("c", 0)
+        ).fetchall()
+        assert any("USING INDEX holds_card" in str(row[-1]) for row in plan), plan
+    finally:
+        await db.close()
