@@ -116,3 +116,31 @@ async def test_a_cards_pending_holds_are_found_by_index(tmp_path: Path) -> None:
         assert any("USING INDEX holds_card" in str(row[-1]) for row in plan), plan
     finally:
         await db.close()
+
+
+async def test_the_log_stays_bounded_under_a_steady_stream_of_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The checkpointer never finds a moment without a commit beside it; the writer's own
+    # checkpoint at WRITER_CHECKPOINT_PAGES lets the log start again from its beginning.
+    monkeypatch.setattr(agent_db, "WRITER_CHECKPOINT_PAGES", 200)
+    path = tmp_path / "agent.sqlite3"
+    db = Database(path)
+    await db.open()
+    largest = 0
+    written = 0
+    deadline = asyncio.get_running_loop().time() + 1.0
+
+    async def writer() -> None:
+        nonlocal largest, written
+        while asyncio.get_running_loop().time() < deadline:
+            written += 1
+            await db.write(insert(written))
+            largest = max(largest, wal_bytes(path))
+
+    try:
+        await asyncio.gather(*(writer() for _ in range(8)))
+    finally:
+        await db.close()
+    assert written > 1000
+    assert largest < 4 * 2**20, f"the log grew to {largest} bytes over {written} writes"
