@@ -366,7 +366,7 @@ class Database:
                     self.checkpoints += 1
                 except sqlite3.Error:
                     log.exception("checkpoint failed; the next commit tries again")
-                if self._closing.is_set():  # set while this round ran (its wake-up was cleared)
+                if self._closing.is_set():  # set after its delay: its wake-up was cleared above
                     return
         finally:
             conn.close()

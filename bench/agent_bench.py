@@ -38,8 +38,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -49,6 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
+from central_common import wait_http
 
 from shared.cards import new_virtual_card_number
 from shared.codec import wallet_to_json
@@ -127,20 +126,18 @@ class AgentProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
         )
-        deadline = started + READY_TIMEOUT_S
-        while True:
-            if self.proc.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"agent exited while starting; see {self.work_dir}/agent.log")
-            try:
-                with urllib.request.urlopen(self.base_url + "/pos/v1/status", timeout=1):
-                    return time.perf_counter() - started
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.perf_counter() > deadline:
-                self.stop()
-                raise TimeoutError("agent did not answer in time")
-            time.sleep(0.02)
+        try:
+            wait_http(
+                self.base_url + "/pos/v1/status",
+                self.proc,
+                "agent",
+                self.work_dir / "agent.log",
+                READY_TIMEOUT_S,
+            )
+        except BaseException:
+            self.stop()
+            raise
+        return time.perf_counter() - started
 
     def stop(self) -> None:
         """SIGTERM (a graceful stop) and reap; SIGKILL if it hangs."""

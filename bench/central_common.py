@@ -92,19 +92,29 @@ def _clean_env(prefix: str) -> dict[str, str]:
     }
 
 
-def wait_http(url: str, proc: subprocess.Popen[bytes], what: str, log: Path) -> None:
+def _answers(url: str) -> bool:
+    """Whether a server answers ``url`` at all (an error status is an answer)."""
+    try:
+        with urllib.request.urlopen(url, timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False  # not listening yet
+
+
+def wait_http(
+    url: str,
+    proc: subprocess.Popen[bytes],
+    what: str,
+    log: Path,
+    timeout_s: float = READY_TIMEOUT_S,
+) -> None:
     """Wait until ``url`` answers (any status) or the process dies."""
-    deadline = time.perf_counter() + READY_TIMEOUT_S
-    while True:
+    deadline = time.perf_counter() + timeout_s
+    while not _answers(url):
         if proc.poll() is not None:
             raise RuntimeError(f"{what} exited while starting; see {log}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass  # not listening yet: ask again until the deadline
         if time.perf_counter() > deadline:
             raise TimeoutError(f"{what} did not answer in time; see {log}")
         time.sleep(0.02)
