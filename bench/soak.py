@@ -67,6 +67,8 @@ REDEEM_SHARE = 0.15
 RETURN_SHARE = 0.05
 NEW_CUSTOMER_SHARE = 0.03
 OTHER_STORE_SHARE = 0.2
+#: Tills of a store that register its customers before the load, at once.
+REGISTER_TILLS = 4
 #: Longest wait for every store to upload what is left after the load.
 DRAIN_TIMEOUT_S = 300.0
 
@@ -155,6 +157,26 @@ class Store:
     new_customers: int = 0
 
 
+@dataclass
+class Queue:
+    """The customers standing at a till right now: one person is at one till at a time.
+
+    Without this two tills could redeem the same card's points at the same moment, each from a
+    balance that did not count the other: a refusal the program is right to give, but one no
+    real customer causes.
+    """
+
+    busy: set[str] = field(default_factory=set)
+
+    def pick(self, rng: random.Random, customers: list[tuple[str, str]]) -> tuple[str, str] | None:
+        for _ in range(10):
+            card, phone = rng.choice(customers)
+            if card not in self.busy:
+                self.busy.add(card)
+                return card, phone
+        return None
+
+
 def money(kop: int) -> str:
     return f"{kop // 100}.{kop % 100:02d}"
 
@@ -207,18 +229,25 @@ async def register_customers(stores: list[Store], count: int) -> None:
     """``count`` customers per store, registered through the till API."""
     recorder = Recorder()
 
-    async def one_store(index: int, store: Store) -> None:
-        async with till_session("setup") as session:
-            for n in range(count):
+    async def one_till(index: int, store: Store, till: int) -> None:
+        async with till_session(f"setup-{till}") as session:
+            for n in range(till, count, REGISTER_TILLS):
                 number = await register(recorder, session, store, f"9{index:02d}{n:07d}", new=False)
                 assert number is not None, f"store {index}: registration {n} failed"
 
-    await asyncio.gather(*(one_store(i, store) for i, store in enumerate(stores)))
+    await asyncio.gather(
+        *(
+            one_till(index, store, till)
+            for index, store in enumerate(stores)
+            for till in range(REGISTER_TILLS)
+        )
+    )
 
 
 async def till_loop(
     recorder: Recorder,
     stores: list[Store],
+    queue: Queue,
     home: int,
     till: int,
     rng: random.Random,
@@ -247,41 +276,61 @@ async def till_loop(
                 card = await register(recorder, session, store, phone, new=True)
                 if card is None:
                     continue
+                queue.busy.add(card)
             else:
                 customers = [*store.phones.items(), *store.new_phones.items()]
                 if len(stores) > 1 and rng.random() < OTHER_STORE_SHARE:
                     other = rng.choice([i for i in range(len(stores)) if i != home])
                     customers = list(stores[other].phones.items())
-                card, phone = rng.choice(customers)
-                by_phone = rng.random() < 0.1
-                found = await recorder.post(
-                    session,
-                    "lookup",
-                    base + "/cards/lookup",
-                    {"phone": phone} if by_phone else {"card": card},
-                )
-                if found is None:
+                picked = queue.pick(rng, customers)
+                if picked is None:
                     continue
-            lines = basket(rng)
-            calc = await recorder.post(
-                session, "calculate", base + "/receipts/calculate", {"card": card, "lines": lines}
-            )
-            if calc is None:
-                continue
-            redeem = "0"
-            if rng.random() < REDEEM_SHARE and calc["redemption_allowed"] and calc["max_redeem"]:
-                redeem = str(calc["max_redeem"])
-            receipts += 1
-            receipt_id = f"R-{home}-{till}-{receipts}"
-            sale = await recorder.post(
-                session,
-                "sale+redeem" if redeem != "0" else "sale",
-                base + "/receipts",
-                {"receipt_id": receipt_id, "card": card, "lines": lines, "redeem": redeem},
-            )
-            if sale is not None:
-                recent.append(receipt_id)
-                del recent[:-20]
+                card, phone = picked
+            try:
+                receipts += 1
+                receipt_id = f"R-{home}-{till}-{receipts}"
+                if await serve(recorder, session, base, rng, card, phone, receipt_id):
+                    recent.append(receipt_id)
+                    del recent[:-20]
+            finally:
+                queue.busy.discard(card)
+
+
+async def serve(
+    recorder: Recorder,
+    session: aiohttp.ClientSession,
+    base: str,
+    rng: random.Random,
+    card: str,
+    phone: str,
+    receipt_id: str,
+) -> bool:
+    """One customer at the till: lookup, calculation, sale; whether the sale went through."""
+    by_phone = rng.random() < 0.1
+    found = await recorder.post(
+        session,
+        "lookup",
+        base + "/cards/lookup",
+        {"phone": phone} if by_phone else {"card": card},
+    )
+    if found is None:
+        return False
+    lines = basket(rng)
+    calc = await recorder.post(
+        session, "calculate", base + "/receipts/calculate", {"card": card, "lines": lines}
+    )
+    if calc is None:
+        return False
+    redeem = "0"
+    if rng.random() < REDEEM_SHARE and calc["redemption_allowed"] and calc["max_redeem"]:
+        redeem = str(calc["max_redeem"])
+    sale = await recorder.post(
+        session,
+        "sale+redeem" if redeem != "0" else "sale",
+        base + "/receipts",
+        {"receipt_id": receipt_id, "card": card, "lines": lines, "redeem": redeem},
+    )
+    return sale is not None
 
 
 # --- memory over time --------------------------------------------------------------------------
@@ -370,7 +419,7 @@ async def wait_synced(stores: list[Store], since: datetime, timeout_s: float) ->
 
 
 async def ledger_size(url: str) -> dict[str, int]:
-    """Rows of the central ledger's main tables."""
+    """Rows of the central ledger's main tables, and the most lots one card has."""
     import sqlalchemy as sa
 
     from central import schema
@@ -379,12 +428,28 @@ async def ledger_size(url: str) -> dict[str, int]:
     db = Database(url)
     try:
         async with db.read() as conn:
-            return {
+            sizes = {
                 table.name: int(
                     await conn.scalar(sa.select(sa.func.count()).select_from(table)) or 0
                 )
-                for table in (schema.cards, schema.store_ops, schema.transactions, schema.receipts)
+                for table in (
+                    schema.cards,
+                    schema.store_ops,
+                    schema.transactions,
+                    schema.receipts,
+                    schema.lots,
+                )
             }
+            # A card's state carries its lots: what every sync of that card costs.
+            per_card = (
+                sa.select(sa.func.count().label("n"))
+                .select_from(schema.lots)
+                .group_by(schema.lots.c.card)
+            )
+            sizes["most lots on a card"] = int(
+                await conn.scalar(sa.select(sa.func.max(per_card.subquery().c.n))) or 0
+            )
+            return sizes
     finally:
         await db.close()
 
@@ -414,10 +479,12 @@ async def soak(
     samples: list[Sample] = []
     print(f"  load: {len(stores)} stores × {args.tills} tills for {args.duration:.0f} s …")
     rng = random.Random(args.seed)
+    queue = Queue()
     tills = [
         till_loop(
             recorder,
             stores,
+            queue,
             home,
             till,
             random.Random(rng.random()),
@@ -504,7 +571,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--agents", type=int, default=4, help="store agents")
     parser.add_argument("--duration", type=float, default=180, help="seconds of load")
     parser.add_argument("--db", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument("--customers", type=int, default=200, help="customers per store")
+    parser.add_argument(
+        "--customers", type=int, default=2000, help="customers per store before the load"
+    )
     parser.add_argument("--think-ms", type=float, default=100, help="mean pause between customers")
     parser.add_argument("--sample-s", type=float, default=5, help="seconds between samples")
     parser.add_argument("--sync-interval-s", type=float, default=30, help="agents' sync interval")

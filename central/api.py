@@ -116,9 +116,11 @@ async def changes(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].read() as conn:
         head = await head_cursor(conn)
         settings, settings_cursor = await current_settings(conn)
-        rows = await feed.changed_cards(conn, cursor, after_card, limit)
-        states = await feed.card_states(conn, rows, local_date(now(), settings.zone))
-    more = len(rows) == limit
+        today = local_date(now(), settings.zone)
+        found = await feed.changed_cards(conn, cursor, after_card, limit)
+        rows = await feed.within_lot_budget(conn, found, today)
+        states = await feed.card_states(conn, rows, today)
+    more = len(found) == limit or len(rows) < len(found)
     if rows:
         next_cursor, next_card = rows[-1].cursor, (rows[-1].number if more else None)
         if not more:

@@ -16,6 +16,11 @@ from shared.protocol import CardState, HoldState, LotState
 
 #: Spent lots stay in a card's state this long after their creation, for exact local reversals.
 SPENT_LOT_DAYS = 400
+#: Most lots in one page of changes (a page always has at least one card). A card's state grows
+#: with its purchases (a daily customer carries a few hundred lots), so a page bounded only by
+#: its count of cards would be bounded in memory by nothing: at 200 bytes of JSON a lot, this
+#: keeps a page near 2 MB, and the memory both sides spend on it near 20 MB.
+PAGE_LOTS_MAX = 10_000
 
 
 def kept_lots(today: date) -> sa.ColumnElement[bool]:
@@ -79,6 +84,26 @@ async def card_states(conn: AsyncConnection, rows: list[Any], today: date) -> li
         )
         for row in rows
     ]
+
+
+async def within_lot_budget(conn: AsyncConnection, rows: list[Any], today: date) -> list[Any]:
+    """The longest prefix of ``rows`` whose card states carry at most ``PAGE_LOTS_MAX`` lots in
+    all, and never less than the first row."""
+    if len(rows) <= 1:
+        return rows
+    lots = schema.lots.c
+    counted = await conn.execute(
+        sa.select(lots.card, sa.func.count())
+        .where(lots.card.in_([row.number for row in rows]), kept_lots(today))
+        .group_by(lots.card)
+    )
+    per_card: dict[str, int] = {card: int(count) for card, count in counted.all()}
+    total = 0
+    for index, row in enumerate(rows):
+        total += per_card.get(row.number, 0)
+        if total > PAGE_LOTS_MAX and index > 0:
+            return rows[:index]
+    return rows
 
 
 async def changed_cards(

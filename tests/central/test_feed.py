@@ -6,9 +6,10 @@ import gzip
 import json
 from datetime import UTC, datetime
 
+import pytest
 import sqlalchemy as sa
 
-from central import schema
+from central import feed, schema
 from central.db import head_cursor, next_cursor
 from shared.protocol import CardState, ChangesResponse, SnapshotHeader
 from tests.central.conftest import Central, StoreOps
@@ -115,3 +116,33 @@ async def test_the_snapshot_is_gzip_json_lines_with_a_header(
     assert [lot.remaining for lot in registered.lots] == [100]
     # No personal data travels to stores.
     assert "9160000001" not in json.dumps([json.loads(line) for line in lines])
+
+
+async def test_a_page_is_bounded_by_lots_as_well_as_by_cards(
+    central: Central, s1: StoreOps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cards whose history is long make a page short: its memory does not grow with history."""
+    monkeypatch.setattr(feed, "PAGE_LOTS_MAX", 70)
+    lots = {
+        "1000000001": 30,
+        "1000000002": 30,
+        "1000000003": 80,
+        "1000000004": 30,
+        "1000000005": 30,
+    }
+    ops = [s1.register(card, f"916000000{card[-1]}") for card in lots]
+    ops += [s1.sale(card, accrued=100) for card, count in lots.items() for _ in range(count)]
+    status, body = await central.upload(*ops)
+    assert status == 200, body
+
+    pages = await pull(central, 0, None, 1000)
+    # A page stops before the card that would take it over the budget; a card with more lots
+    # than the budget comes alone rather than never.
+    assert [[card.number[-1] for card in page.cards] for page in pages] == [
+        ["1", "2"],
+        ["3"],
+        ["4", "5"],
+    ]
+    assert [sum(len(card.lots) for card in page.cards) for page in pages] == [60, 80, 60]
+    assert [page.more for page in pages] == [True, True, False]
+    assert pages[0].next_card == "1000000002"
