@@ -8,6 +8,7 @@ from datetime import date, datetime
 import sqlalchemy as sa
 
 from central import schema
+from central.bulk import one_of
 from central.db import Database, next_cursor
 from central.ledger import LedgerTx, TxRow, allocations_json
 from shared.lots import burn_expired
@@ -83,7 +84,7 @@ async def expire(db: Database, as_of: date, now: datetime) -> tuple[int, int]:
             )
             await conn.execute(
                 schema.cards.update()
-                .where(schema.cards.c.number.in_(touched))
+                .where(one_of(schema.cards.c.number, touched, conn.dialect))
                 .values(cursor=cursor)
             )
     log.info("expiry as of %s: %d cards, %d kopecks burned", as_of, cards_done, burned_total)

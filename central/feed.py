@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central import schema
 from central.apply import aware
+from central.bulk import one_of
 from shared.phones import phone_last4
 from shared.protocol import CardState, HoldState, LotState
 
@@ -41,7 +42,9 @@ async def card_states(conn: AsyncConnection, rows: list[Any], today: date) -> li
     if not numbers:
         return []
     lots_by_card: dict[str, list[LotState]] = {}
-    lot_query = sa.select(schema.lots).where(schema.lots.c.card.in_(numbers), kept_lots(today))
+    lot_query = sa.select(schema.lots).where(
+        one_of(schema.lots.c.card, numbers, conn.dialect), kept_lots(today)
+    )
     for lot in (await conn.execute(lot_query.order_by(schema.lots.c.lot_id))).all():
         lots_by_card.setdefault(lot.card, []).append(
             LotState(
@@ -57,7 +60,7 @@ async def card_states(conn: AsyncConnection, rows: list[Any], today: date) -> li
         )
     holds_by_card: dict[str, list[HoldState]] = {}
     hold_query = sa.select(schema.holds).where(
-        schema.holds.c.card.in_(numbers), schema.holds.c.state == "active"
+        one_of(schema.holds.c.card, numbers, conn.dialect), schema.holds.c.state == "active"
     )
     for hold in (await conn.execute(hold_query)).all():
         holds_by_card.setdefault(hold.card, []).append(
@@ -94,7 +97,7 @@ async def within_lot_budget(conn: AsyncConnection, rows: list[Any], today: date)
     lots = schema.lots.c
     counted = await conn.execute(
         sa.select(lots.card, sa.func.count())
-        .where(lots.card.in_([row.number for row in rows]), kept_lots(today))
+        .where(one_of(lots.card, [row.number for row in rows], conn.dialect), kept_lots(today))
         .group_by(lots.card)
     )
     per_card: dict[str, int] = {card: int(count) for card, count in counted.all()}

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from agent import db as agent_db
+from agent import store
 from agent.db import Database
 
 DELAY_S = 0.3
@@ -144,3 +146,39 @@ async def test_the_log_stays_bounded_under_a_steady_stream_of_writes(
         await db.close()
     assert written > 1000
     assert largest < 4 * 2**20, f"the log grew to {largest} bytes over {written} writes"
+
+
+async def test_pending_entries_of_many_cards_come_from_one_indexed_statement(
+    tmp_path: Path,
+) -> None:
+    """Any number of cards goes as one parameter (a statement per count of cards would fill the
+    connection's statement cache with large statements), and the card index still serves it."""
+    db = Database(tmp_path / "agent.sqlite3")
+    await db.open()
+    cards = [f"C{index:04d}" for index in range(1200)]
+
+    def record(conn: sqlite3.Connection) -> None:
+        for index, card in enumerate(cards):
+            store.append_entry(
+                conn,
+                op_id=f"op-{index}",
+                kind="sale",
+                idem_key=f"R-{index}",
+                card=card,
+                request_hash="h",
+                payload={"card": card},
+                response={},
+                created_at=datetime.now(UTC),
+            )
+
+    try:
+        await db.write(record)
+        conn = db.reader
+        assert [e.card for e in store.pending_entries_for(conn, cards[5:6], 0)] == ["C0005"]
+        assert [e.seq for e in store.pending_entries_for(conn, cards, 0)] == list(range(1, 1201))
+        assert [e.card for e in store.pending_entries_for(conn, cards, 1199)] == ["C1199"]
+        assert store.pending_entries_for(conn, [], 0) == []
+        plan = conn.execute("EXPLAIN QUERY PLAN " + store.PENDING_FOR_CARDS, (0, "[]")).fetchall()
+        assert any("USING INDEX journal_card" in str(row[-1]) for row in plan), plan
+    finally:
+        await db.close()
