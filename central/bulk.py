@@ -16,8 +16,8 @@ per table and per call is built once per process and executed through the driver
   SQLite's text format), so they are stored exactly as ``conn.execute(table.insert(), rows)``
   stores them.
 
-``tests/central/test_batch_apply.py`` holds both paths to what SQLAlchemy's own statements write, and
-``one_of``, the set membership with one parameter.
+``tests/central/test_batch_apply.py`` holds both paths to what SQLAlchemy's own statements
+write, and ``one_of``, the set membership with one parameter.
 """
 
 from __future__ import annotations
