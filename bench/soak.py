@@ -67,6 +67,8 @@ REDEEM_SHARE = 0.15
 RETURN_SHARE = 0.05
 NEW_CUSTOMER_SHARE = 0.03
 OTHER_STORE_SHARE = 0.2
+#: Answers printed of each kind of error.
+ERROR_EXAMPLES = 3
 #: Tills of a store that register its customers before the load, at once.
 REGISTER_TILLS = 4
 #: Longest wait for every store to upload what is left after the load.
@@ -92,6 +94,8 @@ class Series:
     timed: list[tuple[float, float]] = field(default_factory=list)
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
+    #: The first answers of each kind of error, to tell one cause from another.
+    error_examples: dict[str, list[str]] = field(default_factory=dict)
     #: Answers the program gives by design, not failures: a redemption the central server
     #: declines because another store spent the points first (the till's view was older).
     refused: dict[str, int] = field(default_factory=dict)
@@ -100,9 +104,12 @@ class Series:
         self.values.append(latency_s)
         self.timed.append((at, latency_s))
 
-    def error(self, kind: str) -> None:
+    def error(self, kind: str, example: str = "") -> None:
         self.errors += 1
         self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
+        examples = self.error_examples.setdefault(kind, [])
+        if example and len(examples) < ERROR_EXAMPLES:
+            examples.append(example)
 
 
 class Recorder:
@@ -138,7 +145,9 @@ class Recorder:
                 if reason == "chain_wide_balance":
                     series.refused[kind] = series.refused.get(kind, 0) + 1
                 else:
-                    series.error(kind)
+                    series.error(
+                        kind, f"{url.rsplit('/pos/v1', 1)[-1]} {data.decode()} → {raw.decode()}"
+                    )
         return reply if status in (200, 201) else None
 
 
@@ -531,6 +540,8 @@ def print_report(
         )
         for kind, count in series.error_kinds.items():
             print(f"  {'':<12} error {kind}: {count}")
+            for example in series.error_examples.get(kind, []):
+                print(f"  {'':<14} {example}")
         for kind, count in series.refused.items():
             print(f"  {'':<12} refused by design {kind}: {count} (another store spent first)")
     print(f"  {'all':<12} {total:>7} {total / outcome.duration_s:>7.1f}{'':>24} {errors:>6}")
