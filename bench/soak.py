@@ -167,7 +167,7 @@ class Store:
 
 
 @dataclass
-class Queue:
+class AtTills:
     """The customers standing at a till right now: one person is at one till at a time.
 
     Without this two tills could redeem the same card's points at the same moment, each from a
@@ -178,12 +178,19 @@ class Queue:
     busy: set[str] = field(default_factory=set)
 
     def pick(self, rng: random.Random, customers: list[tuple[str, str]]) -> tuple[str, str] | None:
+        """A customer not at a till now, seated; None when ten draws found only busy ones."""
         for _ in range(10):
             card, phone = rng.choice(customers)
             if card not in self.busy:
-                self.busy.add(card)
+                self.seat(card)
                 return card, phone
         return None
+
+    def seat(self, card: str) -> None:
+        self.busy.add(card)
+
+    def leave(self, card: str) -> None:
+        self.busy.discard(card)
 
 
 def money(kop: int) -> str:
@@ -256,7 +263,7 @@ async def register_customers(stores: list[Store], count: int) -> None:
 async def till_loop(
     recorder: Recorder,
     stores: list[Store],
-    queue: Queue,
+    at_tills: AtTills,
     home: int,
     till: int,
     rng: random.Random,
@@ -285,13 +292,13 @@ async def till_loop(
                 card = await register(recorder, session, store, phone, new=True)
                 if card is None:
                     continue
-                queue.busy.add(card)
+                at_tills.seat(card)
             else:
                 customers = [*store.phones.items(), *store.new_phones.items()]
                 if len(stores) > 1 and rng.random() < OTHER_STORE_SHARE:
                     other = rng.choice([i for i in range(len(stores)) if i != home])
                     customers = list(stores[other].phones.items())
-                picked = queue.pick(rng, customers)
+                picked = at_tills.pick(rng, customers)
                 if picked is None:
                     continue
                 card, phone = picked
@@ -302,7 +309,7 @@ async def till_loop(
                     recent.append(receipt_id)
                     del recent[:-20]
             finally:
-                queue.busy.discard(card)
+                at_tills.leave(card)
 
 
 async def serve(
@@ -488,12 +495,12 @@ async def soak(
     samples: list[Sample] = []
     print(f"  load: {len(stores)} stores × {args.tills} tills for {args.duration:.0f} s …")
     rng = random.Random(args.seed)
-    queue = Queue()
+    at_tills = AtTills()
     tills = [
         till_loop(
             recorder,
             stores,
-            queue,
+            at_tills,
             home,
             till,
             random.Random(rng.random()),
