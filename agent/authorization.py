@@ -16,6 +16,7 @@ from datetime import date, datetime
 from agent import store
 from agent.context import AgentContext
 from shared.errors import BonusError, ErrorCode
+from shared.journal import HoldReleased, Return, Sale
 from shared.protocol import AuthorizeRequest, AuthorizeResponse, auth_hold_id
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,12 @@ class PendingView:
 
 
 def pending_view(
-    conn: sqlite3.Connection, card: str, consumed_hold: str | None, today: date, now: datetime
+    conn: sqlite3.Connection,
+    card: str,
+    consumed_hold: str | None,
+    today: date,
+    now: datetime,
+    store_id: str,
 ) -> PendingView:
     """The card's pending effect as the central server's authorisation takes it.
 
@@ -51,16 +57,21 @@ def pending_view(
     delta = 0
     releases: set[str] = set()
     for entry in store.pending_entries_for(conn, [card], acked):
-        payload = entry.payload
-        delta += int(payload.get("effect", {}).get("delta", 0))
-        if entry.kind == "sale":
-            active_from = payload.get("accrual_active_from")
-            if active_from and date.fromisoformat(active_from) > today:
-                delta -= int(payload["effect"].get("accrued", 0))
-            if payload.get("authorization_id"):
-                releases.add(auth_hold_id(payload["authorization_id"]))
-        if entry.kind in ("sale", "hold_release") and payload.get("hold_id"):
-            releases.add(payload["hold_id"])
+        operation = entry.operation
+        if isinstance(operation, Sale):
+            accrued = operation.claimed_accrued_kop
+            if operation.accrual_active_from and operation.accrual_active_from > today:
+                accrued = 0
+            delta += accrued - operation.claimed_redeemed_kop
+            releases.add(auth_hold_id(f"{store_id}:{operation.receipt_id}"))
+            if operation.authorization_id:
+                releases.add(auth_hold_id(operation.authorization_id))
+            if operation.hold_id:
+                releases.add(operation.hold_id)
+        elif isinstance(operation, Return):
+            delta += operation.redemption_refunded_kop - operation.accrual_reversed_kop
+        elif isinstance(operation, HoldReleased):
+            releases.add(operation.hold_id)
     if consumed_hold is not None:
         releases.add(consumed_hold)
     held = sum(
@@ -81,7 +92,9 @@ async def authorize_online(
     """Ask the central server; refuse on a decline, fall back to local rules on silence."""
     if ctx.central is None:
         return Decision(None)
-    view = pending_view(ctx.db.reader, card, consumed_hold, ctx.today(), ctx.clock.now())
+    view = pending_view(
+        ctx.db.reader, card, consumed_hold, ctx.today(), ctx.clock.now(), ctx.config.store_id
+    )
     request = AuthorizeRequest(
         authorization_id=authorization_id,
         card=card,
@@ -121,7 +134,7 @@ def check_offline_caps(
         mark = ctx.freshness.mark
         since = mark.wall_at.isoformat() if mark else ""
         row = conn.execute(
-            "SELECT coalesce(sum(json_extract(payload, '$.effect.redeemed')), 0) FROM journal "
+            "SELECT coalesce(sum(json_extract(payload, '$.redeem_kop')), 0) FROM journal "
             "WHERE kind = 'sale' AND json_extract(payload, '$.authorization_id') IS NULL "
             "AND created_at > ?",
             (since,),
@@ -134,7 +147,7 @@ def check_offline_caps(
             "SELECT count(*) FROM journal WHERE kind = 'sale' AND card = ? "
             "AND json_extract(payload, '$.day') = ? "
             "AND json_extract(payload, '$.authorization_id') IS NULL "
-            "AND json_extract(payload, '$.effect.redeemed') > 0",
+            "AND json_extract(payload, '$.redeem_kop') > 0",
             (card, today.isoformat()),
         ).fetchone()
         if row and int(row[0]) >= settings.offline_redemptions_per_card_day_max:

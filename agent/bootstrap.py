@@ -111,7 +111,7 @@ def _reason(exc: ValidationError) -> str:
 
 
 def store_snapshot_lines(
-    conn: sqlite3.Connection, lines: list[bytes], dates: DateCheck, now: datetime
+    conn: sqlite3.Connection, lines: list[bytes], dates: DateCheck, now: datetime, store_id: str
 ) -> int:
     """Store a batch of snapshot lines in the writer's transaction; how many cards.
 
@@ -137,7 +137,7 @@ def store_snapshot_lines(
             if card["number"] in local:
                 rebased = wallet_from_json(base_json)
                 for entry in store.pending_entries_for(conn, [card["number"]], acked):
-                    rebased = rebase(rebased, entry, now)
+                    rebased = rebase(rebased, entry, now, store_id)
                 wallet = store.dumps(wallet_to_json(rebased))
             count += 1
             yield (

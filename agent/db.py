@@ -16,6 +16,7 @@ every hundredth sale waited several milliseconds for it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import queue
 import sqlite3
@@ -24,6 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, TypeVar
+
+from shared.journal import operation_json
+from shared.protocol_v1 import operation_from_v1
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,29 @@ WRITER_CHECKPOINT_PAGES: Final = 10_000
 
 T = TypeVar("T")
 
-MIGRATIONS: Final[list[tuple[str, str]]] = [
+#: A migration is SQL, or a function over the connection for what SQL cannot say.
+Migration = str | Callable[[sqlite3.Connection], None]
+
+
+def _typed_journal(conn: sqlite3.Connection) -> None:
+    """The journal's payloads of protocol 1 become typed operations (``shared/journal.py``).
+
+    Every operation recorded before the upgrade, acknowledged or not, is rewritten, so the
+    journal reads one way: the unsent ones are uploaded in the new protocol after the upgrade.
+    """
+    rows = conn.execute("SELECT seq, kind, card, payload FROM journal").fetchall()
+    for seq, kind, card, payload in rows:
+        data = json.loads(payload)
+        if "kind" in data:
+            continue  # written by this version already
+        operation = operation_from_v1(kind, data)
+        assert operation.card == card, f"journal entry {seq} names another card"
+        conn.execute(
+            "UPDATE journal SET payload = ? WHERE seq = ?", (operation_json(operation), seq)
+        )
+
+
+MIGRATIONS: Final[list[tuple[str, Migration]]] = [
     (
         "0001_initial",
         """
@@ -142,6 +168,7 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         CREATE INDEX holds_card ON holds(card, seq);
         """,
     ),
+    ("0004_typed_journal", _typed_journal),
 ]
 
 
@@ -172,9 +199,12 @@ def migrate(conn: sqlite3.Connection) -> list[str]:
             continue
         conn.execute("BEGIN IMMEDIATE")
         try:
-            # executescript would commit on its own; run the statements one by one instead.
-            for statement in _statements(sql):
-                conn.execute(statement)
+            if callable(sql):
+                sql(conn)
+            else:
+                # executescript would commit on its own; run the statements one by one instead.
+                for statement in _statements(sql):
+                    conn.execute(statement)
             conn.execute("INSERT INTO schema_migrations VALUES (?, datetime('now'))", (name,))
             conn.execute("COMMIT")
         except BaseException:

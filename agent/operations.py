@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from uuid6 import uuid7
@@ -44,27 +44,37 @@ from agent.models import (
 )
 from shared.cards import CardNumberError, new_virtual_card_number, normalize_card_number
 from shared.codec import allocations_from_json, allocations_to_json
-from shared.errors import BonusError, ErrorCode
-from shared.lots import (
-    Allocation,
-    Balance,
-    Hold,
-    InsufficientPoints,
-    Lot,
-    LotSource,
-    Wallet,
-    balance,
-    consume,
-    credit,
-    drop_hold,
-    give_back,
-    place_hold,
-    purchase_expiry,
-    take_from_lot,
+from shared.effects import (
+    SaleFigures,
+    SoldReceipt,
+    hold_effect,
+    receipt_figures,
+    release_effect,
+    return_effect,
+    return_plan,
+    sale_effect,
+    sold_line_rows,
+    sold_lines,
 )
+from shared.errors import BonusError, ErrorCode
+from shared.journal import (
+    Consents,
+    HoldPlaced,
+    HoldReleased,
+    LotAmount,
+    Profile,
+    Registration,
+    Return,
+    ReturnLine,
+    Sale,
+    SaleLine,
+    accrual_lot_id,
+)
+from shared.lots import Balance, Wallet, balance
 from shared.phones import PhoneError, normalize_phone, phone_last4
-from shared.receipts import Line, ReceiptResult, calculate
-from shared.returns import ReturnExceedsSale, SoldLine, plan_return, refund_allocations
+from shared.protocol import auth_hold_id
+from shared.receipts import Line, ReceiptResult, calculate, max_redeem
+from shared.returns import ReturnExceedsSale
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +113,7 @@ def _lines(lines: list[LineIn]) -> list[Line]:
     ]
 
 
-def _line_outs(result: ReceiptResult) -> list[LineOut]:
+def _line_outs(result: ReceiptResult | SaleFigures) -> list[LineOut]:
     return [
         LineOut(
             line_id=line.line_id,
@@ -141,12 +151,13 @@ def parse_phone(raw: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class _SalePlan:
-    """A sale that passed its checks: the card, its wallet (without a consumed hold), the
-    amounts, and the moment it was checked at."""
+    """A sale that passed its checks: the card, its wallet (without the holds it consumes),
+    the figures, and the moment it was checked at."""
 
     card: store.CardRow
     wallet: Wallet
-    result: ReceiptResult
+    figures: SaleFigures
+    consumed_holds: tuple[str, ...]
     today: date
     now: datetime
 
@@ -224,16 +235,26 @@ class Operations:
         acked = int(store.get_meta(conn, "acked_seq") or 0)
         out = []
         for entry in store.card_entries(conn, card.number, TRANSACTIONS_LIMIT):
-            effect = entry.payload.get("effect", {})
+            operation = entry.operation
+            accrued = redeemed = amount = 0
+            receipt_id: str | None = None
+            if isinstance(operation, Sale):
+                accrued = operation.claimed_accrued_kop
+                redeemed = operation.claimed_redeemed_kop
+                amount = accrued - redeemed
+                receipt_id = operation.receipt_id
+            elif isinstance(operation, Return):
+                amount = operation.redemption_refunded_kop - operation.accrual_reversed_kop
+                receipt_id = operation.receipt_id
             out.append(
                 TransactionOut(
                     operation_id=entry.op_id,
                     kind=entry.kind,
                     at=entry.created_at,
-                    amount=int(effect.get("delta", 0)),
-                    accrued=int(effect.get("accrued", 0)),
-                    redeemed=int(effect.get("redeemed", 0)),
-                    receipt_id=entry.payload.get("receipt_id"),
+                    amount=amount,
+                    accrued=accrued,
+                    redeemed=redeemed,
+                    receipt_id=receipt_id,
                     synced=entry.seq <= acked,
                 )
             )
@@ -245,12 +266,13 @@ class Operations:
     def _replay(
         conn: sqlite3.Connection, kind: str, key: str, fingerprint: str
     ) -> dict[str, Any] | None:
-        entry = store.find_entry(conn, kind, key)
-        if entry is None:
+        found = store.find_answer(conn, kind, key)
+        if found is None:
             return None
-        if entry.request_hash != fingerprint:
+        recorded_hash, response = found
+        if recorded_hash != fingerprint:
             raise BonusError(ErrorCode.IDEMPOTENCY_CONFLICT, kind=kind, key=key)
-        return entry.response
+        return response
 
     # --- sale ---------------------------------------------------------------------------------
 
@@ -307,10 +329,16 @@ class Operations:
         card = self._card(conn, request.card)
         now = ctx.clock.now()
         today = ctx.today()
-        wallet = card.wallet
+        # The central server's authorisation of this very receipt (asked now or by an earlier
+        # try) sets aside the points this sale redeems: they are not counted twice.
+        own_authorization = auth_hold_id(f"{ctx.config.store_id}:{request.receipt_id}")
+        consumed = [own_authorization]
+        wallet = release_effect(card.wallet, own_authorization)
         held_kop = 0
         if request.hold_id is not None:
             wallet, held_kop = self._take_hold(conn, request.hold_id, card.number, now)
+            wallet = release_effect(wallet, own_authorization)
+            consumed.append(request.hold_id)
         if request.redeem > 0 and ctx.settings.redemption_confirmation == "code":
             if request.verification_id is not None:
                 self._use_verification(conn, request.verification_id, card.number)
@@ -319,19 +347,17 @@ class Operations:
         if request.redeem > 0 and not online:
             check_offline_caps(ctx, conn, card.number, request.redeem, today)
         current = balance(wallet, today, now)
-        result = calculate(
-            _lines(request.lines), ctx.settings, current.available_kop, request.redeem
-        )
-        if request.redeem > 0 and result.redeemed_kop != request.redeem:
+        lines = _lines(request.lines)
+        figures = receipt_figures(lines, request.redeem, today, ctx.settings, current.available_kop)
+        if request.redeem > 0 and figures.redeemed_kop != request.redeem:
             if request.redeem > current.available_kop:
                 raise BonusError(
                     ErrorCode.INSUFFICIENT_BALANCE,
-                    available=str(current.available_kop / 100),
+                    available=f"{current.available_kop / 100:.2f}",
                 )
-            raise BonusError(
-                ErrorCode.REDEMPTION_EXCEEDS_MAX, max_redeem=f"{result.max_redeem_kop / 100:.2f}"
-            )
-        return _SalePlan(card, wallet, result, today, now)
+            most = max_redeem(lines, ctx.settings, current.available_kop)
+            raise BonusError(ErrorCode.REDEMPTION_EXCEEDS_MAX, max_redeem=f"{most / 100:.2f}")
+        return _SalePlan(card, wallet, figures, tuple(consumed), today, now)
 
     def _commit_sale(
         self,
@@ -342,85 +368,69 @@ class Operations:
     ) -> dict[str, Any]:
         ctx = self.ctx
         plan = self._plan_sale(conn, request, online=authorization_id is not None)
-        card, wallet, result, today, now = plan.card, plan.wallet, plan.result, plan.today, plan.now
+        card, figures, now = plan.card, plan.figures, plan.now
         op_id = new_op_id()
-        wallet, allocations = consume(wallet, result.redeemed_kop, today)
-        accrual_lot_id: str | None = None
-        debt_paid = 0
-        if result.accrued_kop > 0:
-            accrual_lot_id = f"{op_id}:a"
-            delay = ctx.settings.accrual_activation_delay_days
-            lot = Lot(
-                lot_id=accrual_lot_id,
-                amount_kop=result.accrued_kop,
-                remaining_kop=result.accrued_kop,
-                created_on=today,
-                expires_on=purchase_expiry(today, ctx.settings.accrual_lifetime_months),
-                active_from=today + timedelta(days=delay) if delay else None,
-                source=LotSource.PURCHASE,
-                source_ref=request.receipt_id,
-            )
-            wallet, debt_paid = credit(wallet, lot)
+        sale = Sale(
+            card=card.number,
+            receipt_id=request.receipt_id,
+            day=plan.today,
+            lines=tuple(
+                SaleLine(
+                    line_id=line.line_id,
+                    sku=line.sku,
+                    qty=line.qty,
+                    amount_kop=line.amount,
+                    vital=line.vital,
+                    category=line.category,
+                    accrued_kop=part.accrued_kop,
+                    redeemed_kop=part.redeemed_kop,
+                )
+                for line, part in zip(request.lines, figures.lines, strict=True)
+            ),
+            redeem_kop=request.redeem,
+            hold_id=request.hold_id,
+            authorization_id=authorization_id,
+            cashier=request.cashier,
+            settings_version=ctx.settings.version,
+            accrual_expires_on=figures.accrual_expires_on,
+            accrual_active_from=figures.accrual_active_from,
+        )
+        effect = sale_effect(
+            plan.wallet,
+            sale,
+            figures,
+            lot_id=accrual_lot_id(op_id),
+            now=now,
+            consumed_holds=plan.consumed_holds,
+        )
+        assert effect.debt_added_kop == 0, "a store redeems only what the balance covers"
         response = SaleResponse(
             receipt_id=request.receipt_id,
             operation_id=op_id,
-            accrued=result.accrued_kop,
-            redeemed=result.redeemed_kop,
-            lines=_line_outs(result),
-            balance=_balance_out(balance(wallet, today, now)),
+            accrued=figures.accrued_kop,
+            redeemed=figures.redeemed_kop,
+            lines=_line_outs(figures),
+            balance=_balance_out(balance(effect.wallet, plan.today, now)),
         )
-        sold = [
-            {
-                "line_id": line.line_id,
-                "sku": line.sku,
-                "qty": str(line.qty),
-                "amount": line.amount,
-                "vital": line.vital,
-                "accrued": part.accrued_kop,
-                "redeemed": part.redeemed_kop,
-            }
-            for line, part in zip(request.lines, result.lines, strict=True)
-        ]
-        payload = {
-            "card": card.number,
-            "receipt_id": request.receipt_id,
-            "day": today.isoformat(),
-            "lines": sold,
-            "hold_id": request.hold_id,
-            "authorization_id": authorization_id,
-            "cashier": request.cashier,
-            "settings_version": ctx.settings.version,
-            "accrual_lot": accrual_lot_id,
-            "accrual_expires_on": _iso(ctx, "expires", today),
-            "accrual_active_from": _iso(ctx, "active", today),
-            "effect": {
-                "accrued": result.accrued_kop,
-                "redeemed": result.redeemed_kop,
-                "delta": result.accrued_kop - result.redeemed_kop,
-                "debt_paid": debt_paid,
-            },
-        }
         seq = store.append_entry(
             conn,
             op_id=op_id,
-            kind="sale",
             idem_key=request.receipt_id,
-            card=card.number,
             request_hash=fingerprint,
-            payload=payload,
+            operation=sale,
             response=_dump(response),
             created_at=now,
         )
-        store.save_wallet(conn, card.number, wallet)
+        store.save_wallet(conn, card.number, effect.wallet)
         store.insert_receipt(
             conn,
             store.ReceiptRow(
                 receipt_id=request.receipt_id,
                 card=card.number,
                 seq=seq,
-                lines=sold,
-                allocations=allocations_to_json(allocations),
-                accrual_lot=accrual_lot_id,
+                lines=sold_line_rows(sale, figures),
+                allocations=allocations_to_json(list(effect.allocations)),
+                accrual_lot=effect.accrual_lot.lot_id if effect.accrual_lot else None,
                 returned={},
                 refunded_kop=0,
             ),
@@ -444,7 +454,7 @@ class Operations:
             raise BonusError(ErrorCode.HOLD_EXPIRED)
         found = store.find_card(conn, card)
         assert found is not None
-        return drop_hold(found.wallet, hold_id), hold.amount_kop
+        return release_effect(found.wallet, hold_id), hold.amount_kop
 
     def _use_verification(self, conn: sqlite3.Connection, verification_id: str, card: str) -> None:
         verification = store.find_verification(conn, verification_id)
@@ -487,48 +497,33 @@ class Operations:
             raise BonusError(ErrorCode.RECEIPT_NOT_FOUND)
         found = store.find_card(conn, receipt.card)
         assert found is not None, "a receipt's card is in the replica"
-        sold = [
-            SoldLine(line["line_id"], Decimal(line["qty"]), line["accrued"], line["redeemed"])
-            for line in receipt.lines
-        ]
-        before = {line_id: Decimal(qty) for line_id, qty in receipt.returned.items()}
+        sold = SoldReceipt(
+            receipt_id=receipt.receipt_id,
+            card=receipt.card,
+            lines=sold_lines(receipt.lines),
+            allocations=tuple(allocations_from_json(receipt.allocations)),
+            accrual_lot=receipt.accrual_lot,
+            returned={line_id: Decimal(qty) for line_id, qty in receipt.returned.items()},
+            refunded_kop=receipt.refunded_kop,
+        )
         requested = (
             None if request.lines is None else {line.line_id: line.qty for line in request.lines}
         )
         try:
-            plan = plan_return(sold, before, requested)
+            plan = return_plan(sold, requested)
         except ReturnExceedsSale as exc:
             raise BonusError(ErrorCode.RETURN_EXCEEDS_SALE, reason=str(exc)) from exc
         now = ctx.clock.now()
         today = ctx.today()
-        wallet = found.wallet
-        debt_added = 0
-        if plan.accrual_reversed_kop:
-            assert receipt.accrual_lot is not None
-            try:
-                wallet, _taken, debt_added = take_from_lot(
-                    wallet, receipt.accrual_lot, plan.accrual_reversed_kop
-                )
-            except KeyError:
-                # The lot is no longer in the replica: everything it held is long spent.
-                debt_added = plan.accrual_reversed_kop
-                wallet = replace(wallet, debt_kop=wallet.debt_kop + debt_added)
-        refund = refund_allocations(
-            [(a.lot_id, a.amount_kop) for a in allocations_from_json(receipt.allocations)],
-            receipt.refunded_kop,
-            plan.redemption_refunded_kop,
-        )
-        wallet, given, burned = give_back(
-            wallet, [Allocation(lot_id, amount) for lot_id, amount in refund], today
-        )
         op_id = new_op_id()
+        effect = return_effect(found.wallet, sold, plan, day=today, refund_lot_id=f"{op_id}:r")
         response = ReturnResponse(
             return_id=request.return_id,
             receipt_id=request.receipt_id,
             operation_id=op_id,
             accrual_reversed=plan.accrual_reversed_kop,
             redemption_refunded=plan.redemption_refunded_kop,
-            debt_added=debt_added,
+            debt_added=effect.reversal.debt_added_kop,
             lines=[
                 ReturnLineOut(
                     line_id=line.line_id,
@@ -538,41 +533,37 @@ class Operations:
                 )
                 for line in plan.lines
             ],
-            balance=_balance_out(balance(wallet, today, now)),
+            balance=_balance_out(balance(effect.wallet, today, now)),
         )
-        payload = {
-            "card": receipt.card,
-            "receipt_id": request.receipt_id,
-            "return_id": request.return_id,
-            "accrual_lot": receipt.accrual_lot,
-            "day": today.isoformat(),
-            "lines": [{"line_id": line.line_id, "qty": str(line.qty)} for line in plan.lines],
-            "effect": {
-                "accrual_reversed": plan.accrual_reversed_kop,
-                "redemption_refunded": plan.redemption_refunded_kop,
-                "delta": plan.redemption_refunded_kop - plan.accrual_reversed_kop,
-                "debt_added": debt_added,
-                "burned": burned,
-                "refund_lots": allocations_to_json(given),
-            },
-        }
+        operation = Return(
+            card=receipt.card,
+            receipt_id=request.receipt_id,
+            return_id=request.return_id,
+            day=today,
+            lines=tuple(ReturnLine(line_id=line.line_id, qty=line.qty) for line in plan.lines),
+            accrual_lot=receipt.accrual_lot,
+            accrual_reversed_kop=plan.accrual_reversed_kop,
+            redemption_refunded_kop=plan.redemption_refunded_kop,
+            refund_lots=tuple(
+                LotAmount(lot_id=given.lot_id, amount_kop=given.amount_kop)
+                for given in effect.given
+            ),
+        )
         store.append_entry(
             conn,
             op_id=op_id,
-            kind="return",
             idem_key=request.return_id,
-            card=receipt.card,
             request_hash=fingerprint,
-            payload=payload,
+            operation=operation,
             response=_dump(response),
             created_at=now,
         )
-        store.save_wallet(conn, receipt.card, wallet)
-        returned = {k: str(v) for k, v in before.items()}
-        for line in plan.lines:
-            returned[line.line_id] = str(before.get(line.line_id, Decimal(0)) + line.qty)
+        store.save_wallet(conn, receipt.card, effect.wallet)
         store.update_receipt_returns(
-            conn, request.receipt_id, returned, receipt.refunded_kop + plan.redemption_refunded_kop
+            conn,
+            request.receipt_id,
+            {line_id: str(qty) for line_id, qty in effect.receipt.returned.items()},
+            effect.receipt.refunded_kop,
         )
         return _dump(response)
 
@@ -604,15 +595,16 @@ class Operations:
             now = self.ctx.clock.now()
             today = self.ctx.today()
             expires_at = now + timedelta(seconds=request.ttl_s)
-            try:
-                wallet = place_hold(
-                    card.wallet, Hold(request.hold_id, request.amount, expires_at), today, now
-                )
-            except InsufficientPoints as exc:
-                raise BonusError(
-                    ErrorCode.INSUFFICIENT_BALANCE,
-                    available=f"{self.balance_of(card.wallet).available_kop / 100:.2f}",
-                ) from exc
+            available = balance(card.wallet, today, now).available_kop
+            if request.amount > available:
+                raise BonusError(ErrorCode.INSUFFICIENT_BALANCE, available=f"{available / 100:.2f}")
+            operation = HoldPlaced(
+                card=card.number,
+                hold_id=request.hold_id,
+                amount_kop=request.amount,
+                expires_at=expires_at,
+            )
+            wallet = hold_effect(card.wallet, operation)
             op_id = new_op_id()
             response = HoldResponse(
                 hold_id=request.hold_id,
@@ -625,17 +617,9 @@ class Operations:
             seq = store.append_entry(
                 conn,
                 op_id=op_id,
-                kind="hold",
                 idem_key=request.hold_id,
-                card=card.number,
                 request_hash=fingerprint,
-                payload={
-                    "card": card.number,
-                    "hold_id": request.hold_id,
-                    "amount": request.amount,
-                    "expires_at": expires_at.isoformat(),
-                    "effect": {"held": request.amount},
-                },
+                operation=operation,
                 response=_dump(response),
                 created_at=now,
             )
@@ -664,18 +648,19 @@ class Operations:
             found = store.find_card(conn, hold.card)
             assert found is not None
             now = self.ctx.clock.now()
-            wallet = drop_hold(found.wallet, hold_id)
+            wallet = release_effect(found.wallet, hold_id)
             state = hold.state
             if state == "active":
-                state = "released" if hold.expires_at > now else "expired"
+                ended: Literal["released", "expired"] = (
+                    "released" if hold.expires_at > now else "expired"
+                )
+                state = ended
                 store.append_entry(
                     conn,
                     op_id=new_op_id(),
-                    kind="hold_release",
                     idem_key=hold_id,
-                    card=hold.card,
                     request_hash="",
-                    payload={"card": hold.card, "hold_id": hold_id, "state": state, "effect": {}},
+                    operation=HoldReleased(card=hold.card, hold_id=hold_id, state=ended),
                     response={},
                     created_at=now,
                 )
@@ -720,25 +705,26 @@ class Operations:
                     number = new_virtual_card_number()
             store.insert_card(conn, number, phone_hash, phone_last4(phone10))
             now = self.ctx.clock.now()
-            payload = {
-                "card": number,
-                "phone": phone10,
-                "virtual": physical is None,
-                "profile": request.profile.model_dump(mode="json") if request.profile else None,
-                "consents": request.consents.model_dump(mode="json"),
-                "effect": {},
-            }
+            operation = Registration(
+                card=number,
+                phone=phone10,
+                virtual=physical is None,
+                profile=(
+                    Profile.model_validate(request.profile.model_dump())
+                    if request.profile
+                    else None
+                ),
+                consents=Consents.model_validate(request.consents.model_dump()),
+            )
             card = store.find_card(conn, number)
             assert card is not None
             response = self._registered(card, created=True)
             store.append_entry(
                 conn,
                 op_id=new_op_id(),
-                kind="register",
                 idem_key=number,
-                card=number,
-                request_hash=request_hash(payload),
-                payload=payload,
+                request_hash=request_hash(operation.model_dump(mode="json")),
+                operation=operation,
                 response=_dump(response),
                 created_at=now,
             )
@@ -755,11 +741,3 @@ class Operations:
             created=created,
             verification=None,
         )
-
-
-def _iso(ctx: AgentContext, which: str, today: Any) -> str | None:
-    if which == "expires":
-        expires = purchase_expiry(today, ctx.settings.accrual_lifetime_months)
-        return expires.isoformat() if expires else None
-    delay = ctx.settings.accrual_activation_delay_days
-    return (today + timedelta(days=delay)).isoformat() if delay else None

@@ -4,26 +4,20 @@ applied on top (rebased), so that a till sees the right balance before and after
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import replace
-from datetime import date, datetime
-from typing import Any
+from datetime import datetime
 
 from agent import store
 from shared.codec import wallet_from_json, wallet_to_json
-from shared.lots import (
-    Allocation,
-    Hold,
-    Lot,
-    LotSource,
-    Wallet,
-    balance,
-    consume,
-    credit,
-    drop_hold,
-    give_back,
-    take_from_lot,
+from shared.effects import (
+    claimed_reversal,
+    claimed_sale_figures,
+    hold_effect,
+    release_effect,
+    sale_effect,
 )
-from shared.protocol import CardState
+from shared.journal import HoldPlaced, HoldReleased, Return, Sale, accrual_lot_id
+from shared.lots import Wallet
+from shared.protocol import CardState, auth_hold_id
 
 #: Card states from the central server into the replica (``base`` and the rebased ``wallet``).
 UPSERT_CARDS = (
@@ -52,71 +46,44 @@ def base_wallet(state: CardState) -> Wallet:
     )
 
 
-def rebase(wallet: Wallet, entry: store.JournalEntry, now: datetime) -> Wallet:
-    """Apply one pending journal operation's effects on top of a wallet from the central server."""
-    payload = entry.payload
-    effect = payload.get("effect", {})
-    if entry.kind == "sale":
-        day = date.fromisoformat(payload["day"])
-        if payload.get("hold_id"):
-            wallet = drop_hold(wallet, payload["hold_id"])
-        if payload.get("authorization_id"):
+def rebase(wallet: Wallet, entry: store.JournalEntry, now: datetime, store_id: str) -> Wallet:
+    """Apply one pending operation's effects on top of a wallet from the central server, with
+    the figures this store's commit recorded and the same functions the central server uses.
+
+    A sale ends the central server's authorisation hold of its receipt even when the store did
+    not wait for the answer (``store_id`` names it): the sale spends those points itself.
+    """
+    operation = entry.operation
+    if isinstance(operation, Sale):
+        consumed = [auth_hold_id(f"{store_id}:{operation.receipt_id}")]
+        if operation.hold_id:
+            consumed.append(operation.hold_id)
+        if operation.authorization_id:
             # The central server set the redeemed points aside for this very sale.
-            wallet = drop_hold(wallet, f"auth:{payload['authorization_id']}")
-        redeemed = int(effect.get("redeemed", 0))
-        usable = balance(wallet, day, now).usable_kop
-        taken = min(redeemed, usable)
-        wallet, _ = consume(wallet, taken, day)
-        if redeemed > taken:
-            wallet = replace(wallet, debt_kop=wallet.debt_kop + redeemed - taken)
-        accrued = int(effect.get("accrued", 0))
-        lot_id = payload.get("accrual_lot")
-        if accrued and lot_id and not any(lot.lot_id == lot_id for lot in wallet.lots):
-            wallet, _ = credit(
-                wallet,
-                Lot(
-                    lot_id=lot_id,
-                    amount_kop=accrued,
-                    remaining_kop=accrued,
-                    created_on=day,
-                    expires_on=_date(payload.get("accrual_expires_on")),
-                    active_from=_date(payload.get("accrual_active_from")),
-                    source=LotSource.PURCHASE,
-                    source_ref=payload.get("receipt_id"),
-                ),
-            )
-    elif entry.kind == "return":
-        day = date.fromisoformat(payload["day"])
-        reversed_kop = int(effect.get("accrual_reversed", 0))
-        if reversed_kop:
-            lot_id = payload.get("accrual_lot") or ""
-            try:
-                wallet, _, _ = take_from_lot(wallet, lot_id, reversed_kop)
-            except KeyError:
-                wallet = replace(wallet, debt_kop=wallet.debt_kop + reversed_kop)
-        refund = [
-            Allocation(str(lot), int(amount)) for lot, amount in effect.get("refund_lots", [])
-        ]
-        if refund:
-            wallet, _, _ = give_back(wallet, refund, day)
-    elif entry.kind == "hold":
-        hold = Hold(
-            payload["hold_id"],
-            int(payload["amount"]),
-            datetime.fromisoformat(payload["expires_at"]),
-        )
-        wallet = replace(wallet, holds=(*drop_hold(wallet, hold.hold_id).holds, hold))
-    elif entry.kind == "hold_release":
-        wallet = drop_hold(wallet, payload["hold_id"])
+            consumed.append(auth_hold_id(operation.authorization_id))
+        return sale_effect(
+            wallet,
+            operation,
+            claimed_sale_figures(operation),
+            lot_id=accrual_lot_id(entry.op_id),
+            now=now,
+            consumed_holds=consumed,
+        ).wallet
+    if isinstance(operation, Return):
+        return claimed_reversal(wallet, operation).wallet
+    if isinstance(operation, HoldPlaced):
+        return hold_effect(wallet, operation)
+    if isinstance(operation, HoldReleased):
+        return release_effect(wallet, operation.hold_id)
     return wallet
 
 
-def _date(value: Any) -> date | None:
-    return date.fromisoformat(value) if value else None
-
-
 def apply_card_states(
-    conn: sqlite3.Connection, states: list[CardState], acked_seq: int, now: datetime
+    conn: sqlite3.Connection,
+    states: list[CardState],
+    acked_seq: int,
+    now: datetime,
+    store_id: str,
 ) -> None:
     """Store card states from the central server and rebase this store's pending operations."""
     if not states:
@@ -130,7 +97,7 @@ def apply_card_states(
         base = base_wallet(state)
         wallet = base
         for entry in pending.get(state.number, []):
-            wallet = rebase(wallet, entry, now)
+            wallet = rebase(wallet, entry, now, store_id)
         rows.append(
             (
                 state.number,
@@ -149,4 +116,4 @@ def apply_card_states(
     conn.executemany(UPSERT_CARDS, rows)
 
 
-__all__ = ["UPSERT_CARDS", "Lot", "apply_card_states", "base_wallet", "rebase"]
+__all__ = ["UPSERT_CARDS", "apply_card_states", "base_wallet", "rebase"]

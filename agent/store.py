@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from shared.codec import wallet_from_json, wallet_to_json
+from shared.journal import Operation, operation_from_json, operation_json
 from shared.lots import Wallet
 
 
@@ -136,18 +137,27 @@ def count_cards(conn: sqlite3.Connection) -> int:
 
 @dataclass(frozen=True, slots=True)
 class JournalEntry:
-    """One operation of this store."""
+    """One operation of this store: its number, its id, the typed operation, and the answer the
+    till got (replayed to a retry)."""
 
     seq: int
     op_id: str
-    kind: str
     idem_key: str
-    card: str
     request_hash: str
-    payload: dict[str, Any]
+    operation: Operation
     response: dict[str, Any]
     status: int
     created_at: datetime
+
+    @property
+    def kind(self) -> str:
+        """The operation's kind."""
+        return self.operation.kind
+
+    @property
+    def card(self) -> str:
+        """The operation's card."""
+        return self.operation.card
 
 
 _JOURNAL_COLUMNS = (
@@ -159,17 +169,17 @@ def _entry(row: Any) -> JournalEntry:
     entry = JournalEntry(
         seq=row[0],
         op_id=row[1],
-        kind=row[2],
         idem_key=row[3],
-        card=row[4],
         request_hash=row[5],
-        payload=json.loads(row[6]),
+        operation=operation_from_json(row[6]),
         response=json.loads(row[7]),
         status=row[8],
         created_at=datetime.fromisoformat(row[9]),
     )
-    # Check a record after reading it back: a journal entry always belongs to its card.
-    assert entry.payload.get("card") == entry.card, f"journal entry {entry.seq} is inconsistent"
+    # Check a record after reading it back: the indexed columns say what the operation says.
+    assert (entry.kind, entry.card) == (row[2], row[4]), (
+        f"journal entry {entry.seq} is inconsistent"
+    )
     return entry
 
 
@@ -185,33 +195,46 @@ def find_entry(conn: sqlite3.Connection, kind: str, idem_key: str) -> JournalEnt
     return None if row is None else _entry(row)
 
 
+def find_answer(
+    conn: sqlite3.Connection, kind: str, idem_key: str
+) -> tuple[str, dict[str, Any]] | None:
+    """The request fingerprint and the answer of the operation recorded under this key (what a
+    retry is replayed from, without reading the operation itself)."""
+    with closing(
+        conn.execute(
+            "SELECT request_hash, response FROM journal WHERE kind = ? AND idem_key = ?",
+            (kind, idem_key),
+        )
+    ) as cursor:
+        row = cursor.fetchone()
+    return None if row is None else (row[0], json.loads(row[1]))
+
+
 def append_entry(
     conn: sqlite3.Connection,
     *,
     op_id: str,
-    kind: str,
     idem_key: str,
-    card: str,
     request_hash: str,
-    payload: dict[str, Any],
+    operation: Operation,
     response: dict[str, Any],
     created_at: datetime,
     status: int = 200,
 ) -> int:
     """Record an operation and return its per-store sequence number (in the caller's
     transaction, so the number and the effects commit together)."""
-    assert payload.get("card") == card, "a journal entry names its card in the payload"
+    assert created_at.tzinfo is not None, "a journal's moments are aware"
     with closing(
         conn.execute(
             "INSERT INTO journal (op_id, kind, idem_key, card, request_hash, payload, response, "
             "status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING seq",
             (
                 op_id,
-                kind,
+                operation.kind,
                 idem_key,
-                card,
+                operation.card,
                 request_hash,
-                dumps(payload),
+                operation_json(operation),
                 dumps(response),
                 status,
                 created_at.isoformat(),

@@ -33,6 +33,7 @@ from agent.bootstrap import (
 )
 from agent.context import AgentContext
 from agent.replica import apply_card_states
+from shared.journal import Registration
 from shared.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
@@ -283,10 +284,11 @@ class Syncer:
             # them from their registrations, which still carry the phone until acknowledged.
             acked = int(store.get_meta(conn, "acked_seq") or 0)
             for entry in store.entries_after(conn, acked, 1_000_000):
-                if entry.kind == "register" and entry.payload.get("phone"):
+                registration = entry.operation
+                if isinstance(registration, Registration) and registration.phone:
                     conn.execute(
                         "UPDATE cards SET phone_hash = ? WHERE number = ?",
-                        (ctx.hash_phone(entry.payload["phone"]), entry.card),
+                        (ctx.hash_phone(registration.phone), entry.card),
                     )
 
         await ctx.db.write(_write)
@@ -308,7 +310,9 @@ class Syncer:
         count = 0
 
         def store_batch(lines: list[bytes]) -> Callable[[sqlite3.Connection], int]:
-            return lambda conn: store_snapshot_lines(conn, lines, dates, ctx.clock.now())
+            return lambda conn: store_snapshot_lines(
+                conn, lines, dates, ctx.clock.now(), ctx.config.store_id
+            )
 
         ctx.bootstrapping = True  # before the index goes: lookups by phone go to the writer
         complete = False
@@ -379,7 +383,7 @@ class Syncer:
 
         def _write(conn: sqlite3.Connection) -> None:
             acked = int(store.get_meta(conn, "acked_seq") or 0)
-            apply_card_states(conn, states, acked, ctx.clock.now())
+            apply_card_states(conn, states, acked, ctx.clock.now(), ctx.config.store_id)
             if settings is not None and settings.version >= ctx.settings.version:
                 store.set_meta(conn, "settings", settings.model_dump(mode="json"))
             if cursor is not None:
@@ -406,19 +410,16 @@ class Syncer:
             ops: list[Op] = []
             size = 0
             for entry in entries:
-                size += len(store.dumps(entry.payload))
+                op = Op(
+                    seq=entry.seq,
+                    op_id=entry.op_id,
+                    created_at=entry.created_at,
+                    operation=entry.operation,
+                )
+                size += len(op.model_dump_json())
                 if ops and size > UPLOAD_BYTES_MAX:
                     break
-                ops.append(
-                    Op(
-                        seq=entry.seq,
-                        op_id=entry.op_id,
-                        kind=entry.kind,
-                        card=entry.card,
-                        created_at=entry.created_at,
-                        payload=entry.payload,
-                    )
-                )
+                ops.append(op)
             try:
                 result = await self.client.upload(ops)
             except CentralRefused as exc:
@@ -443,7 +444,7 @@ class Syncer:
             store.set_meta(conn, "acked_seq", acked_seq)
             # The store keeps no names or phone numbers once the central server has them.
             conn.execute(
-                "UPDATE journal SET payload = json_remove(payload, '$.phone', '$.profile') "
+                "UPDATE journal SET payload = json_set(payload, '$.phone', NULL, '$.profile', NULL) "
                 "WHERE kind = 'register' AND seq <= ? AND json_extract(payload, '$.phone') IS NOT NULL",
                 (acked_seq,),
             )

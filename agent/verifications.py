@@ -21,6 +21,7 @@ from agent.models import ConfirmRequest, ConfirmResponse, VerificationOut, Verif
 from agent.operations import new_op_id, parse_card_ref, parse_phone
 from agent.providers import MessageProvider, ProviderError
 from shared.errors import BonusError, ErrorCode
+from shared.journal import Verification
 
 log = logging.getLogger(__name__)
 
@@ -167,11 +168,9 @@ class Verifications:
                 store.append_entry(
                     conn,
                     op_id=new_op_id(),
-                    kind="verify",
                     idem_key=verification_id,
-                    card=verification.card,
                     request_hash="",
-                    payload={"card": verification.card, "effect": {}},
+                    operation=Verification(card=verification.card),
                     response={},
                     created_at=now,
                 )

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import zlib
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from aiohttp import web
+from pydantic import ValidationError
 
 from central import feed, schema
 from central.authorize import authorize
@@ -17,6 +19,7 @@ from central.program import current_settings
 from central.snapshot import card_lines
 from central.stores import Store, authenticate
 from central.sync import upload
+from shared import protocol_v1
 from shared.errors import BonusError, ErrorCode
 from shared.lots import local_date
 from shared.protocol import (
@@ -24,18 +27,26 @@ from shared.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_MAX,
     PROTOCOL_MIN,
+    PROTOCOL_VERSION,
+    SEQ_MAX,
     STORE_HEADER,
     AuthorizeRequest,
     ChangesResponse,
     Hello,
+    Op,
     SnapshotHeader,
     UploadRequest,
 )
-from shared.web import Handler, model_response, parse_body
+from shared.protocol_v1 import OpResultV1, UploadRequestV1, UploadResponseV1
+from shared.web import Handler, model_response, parse_body, validation_details
+
+#: A card number is never longer.
+CARD_PARAM_MAX = 40
 
 DB_KEY = web.AppKey("db", Database)
 PHONE_KEY = web.AppKey("phone_key", bytes)
 STORE_KEY = web.RequestKey("store", Store)
+PROTOCOL_KEY = web.RequestKey("protocol", int)
 AUTH_HOLD_KEY = web.AppKey("authorization_hold_s", int)
 #: gzip level of the snapshot: 1 costs half of 6 for a quarter more bytes (bench/README.md).
 SNAPSHOT_GZIP_LEVEL = 1
@@ -52,66 +63,134 @@ async def store_auth_middleware(request: web.Request, handler: Handler) -> web.S
     if not request.path.startswith("/sync/"):
         return await handler(request)
     version_text = request.headers.get(PROTOCOL_HEADER, "")
-    if not version_text.isdigit() or not PROTOCOL_MIN <= int(version_text) <= PROTOCOL_MAX:
+    if (
+        not _VERSION.fullmatch(version_text)
+        or not PROTOCOL_MIN <= int(version_text) <= PROTOCOL_MAX
+    ):
         raise BonusError(
             ErrorCode.PROTOCOL_VERSION,
             protocol_min=PROTOCOL_MIN,
             protocol_max=PROTOCOL_MAX,
-            given=version_text or None,
+            given=version_text[:20] or None,
         )
     store_id = request.headers.get(STORE_HEADER, "")
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if not store_id or scheme.lower() != "bearer" or not token:
+    if (
+        not store_id
+        or len(store_id) > STORE_ID_MAX
+        or scheme.lower() != "bearer"
+        or not token
+        or len(token) > TOKEN_MAX
+    ):
         raise BonusError(ErrorCode.UNAUTHORIZED)
     async with request.app[DB_KEY].read() as conn:
         store = await authenticate(conn, store_id, token)
     if store is None:
         raise BonusError(ErrorCode.UNAUTHORIZED)
     request[STORE_KEY] = store
+    request[PROTOCOL_KEY] = int(version_text)
     return await handler(request)
+
+
+_VERSION = re.compile(r"[0-9]{1,4}")
+#: A store id and a token are never longer (``bonus-central store add`` makes them).
+STORE_ID_MAX = 64
+TOKEN_MAX = 256
+
+
+def _current_protocol_only(request: web.Request) -> None:
+    """Card states are made for the current protocol: an agent of version 1 expects the phone
+    hashes it can compute itself, so it is told to upgrade; its uploads still go through, and
+    without a complete sync it stops redeeming within the hour."""
+    if request[PROTOCOL_KEY] != PROTOCOL_VERSION:
+        raise BonusError(
+            ErrorCode.PROTOCOL_VERSION,
+            protocol_min=PROTOCOL_VERSION,
+            protocol_max=PROTOCOL_MAX,
+            given=str(request[PROTOCOL_KEY]),
+            reason="upgrade the agent to follow the change feed",
+        )
 
 
 async def hello(request: web.Request) -> web.Response:
     store = request[STORE_KEY]
     async with request.app[DB_KEY].read() as conn:
         head = await head_cursor(conn)
-    return model_response(
-        Hello(
-            protocol_min=PROTOCOL_MIN,
-            protocol_max=PROTOCOL_MAX,
-            server_time=now(),
-            store_id=store.store_id,
-            phone_key=request.app[PHONE_KEY].hex(),
-            last_applied_seq=store.last_applied_seq,
-            head_cursor=head,
-        )
+    greeting = Hello(
+        protocol_min=PROTOCOL_MIN,
+        protocol_max=PROTOCOL_MAX,
+        server_time=now(),
+        store_id=store.store_id,
+        phone_key=request.app[PHONE_KEY].hex(),
+        last_applied_seq=store.last_applied_seq,
+        head_cursor=head,
     )
+    if request[PROTOCOL_KEY] == protocol_v1.VERSION:
+        return model_response(protocol_v1.HelloV1.model_validate(greeting.model_dump()))
+    return model_response(greeting)
 
 
 async def upload_batch(request: web.Request) -> web.Response:
-    batch = await parse_body(request, UploadRequest)
     store = request[STORE_KEY]
-    for op in batch.ops:
-        if op.payload.get("card") != op.card:
-            raise BonusError(ErrorCode.VALIDATION_ERROR, reason="payload card differs", seq=op.seq)
-    result = await upload(request.app[DB_KEY], store.store_id, batch, now(), request.app[PHONE_KEY])
+    v1 = request[PROTOCOL_KEY] == protocol_v1.VERSION
+    ops = (
+        _ops_v1(await parse_body(request, UploadRequestV1))
+        if v1
+        else (await parse_body(request, UploadRequest)).ops
+    )
+    result = await upload(request.app[DB_KEY], store.store_id, ops, now(), request.app[PHONE_KEY])
+    if v1:
+        return model_response(
+            UploadResponseV1(
+                acked_seq=result.acked_seq,
+                results=[
+                    OpResultV1.model_validate(r.model_dump(exclude={"differences"}))
+                    for r in result.results
+                ],
+                checkpoint=result.checkpoint,
+                server_time=result.server_time,
+            )
+        )
     return model_response(result)
+
+
+def _ops_v1(batch: UploadRequestV1) -> list[Op]:
+    """A version 1 batch as typed operations; an operation that cannot be read refuses the
+    batch, naming it (nothing is applied)."""
+    ops = []
+    for op in batch.ops:
+        try:
+            operation = protocol_v1.operation_from_v1(op.kind, op.payload)
+        except ValidationError as exc:
+            raise BonusError(
+                ErrorCode.VALIDATION_ERROR, seq=op.seq, kind=op.kind, **validation_details(exc)
+            ) from None
+        if operation.card != op.card:
+            raise BonusError(ErrorCode.VALIDATION_ERROR, reason="payload card differs", seq=op.seq)
+        ops.append(Op(seq=op.seq, op_id=op.op_id, created_at=op.created_at, operation=operation))
+    return ops
 
 
 def _int_param(request: web.Request, name: str, default: int, maximum: int | None = None) -> int:
     text = request.query.get(name)
     if text is None:
         return default
-    if not text.isdigit():
-        raise BonusError(ErrorCode.VALIDATION_ERROR, field=name)
+    if not _DIGITS.fullmatch(text) or int(text) > SEQ_MAX:
+        raise BonusError(ErrorCode.VALIDATION_ERROR, field=name, reason="a whole number")
     value = int(text)
     return min(value, maximum) if maximum is not None else value
 
 
+_DIGITS = re.compile(r"[0-9]{1,19}")
+
+
 async def changes(request: web.Request) -> web.Response:
     """Card states changed after a cursor, and the settings if they changed."""
+    _current_protocol_only(request)
     cursor = _int_param(request, "cursor", 0)
     after_card = request.query.get("card") or None
+    if after_card is not None and len(after_card) > CARD_PARAM_MAX:
+        raise BonusError(ErrorCode.VALIDATION_ERROR, field="card", reason="too long")
     limit = max(1, _int_param(request, "limit", 1000, CHANGES_PAGE_MAX))
     async with request.app[DB_KEY].read() as conn:
         head = await head_cursor(conn)
@@ -150,6 +229,7 @@ async def changes(request: web.Request) -> web.Response:
 
 async def snapshot(request: web.Request) -> web.StreamResponse:
     """Every card, as gzip-compressed JSON lines, from one read transaction."""
+    _current_protocol_only(request)
     response = web.StreamResponse(
         headers={"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}
     )

@@ -27,11 +27,12 @@ async def authorize(
 ) -> AuthorizeResponse:
     """Approve a redemption when the card's chain-wide balance covers it.
 
-    The balance is the one the card will have once the store's queue has reached this server:
-    the central ledger's net (usable points − active holds − debt), plus the holds the store's
-    queue or this sale ends (``releases``: its pending authorisations, the holds it consumed or
-    released, the hold this sale consumes), plus its pending net effect, minus its pending
-    holds.  Asked again under the same id (a retried receipt), the earlier approval counts as
+    The balance is the one the card will have once the store's queue has reached this server,
+    counting only what can lower it: the central ledger's net (usable points − active holds −
+    debt), plus the store's own holds its queue or this sale ends (``releases``: its pending
+    authorisations, the holds it consumed or released, the hold this sale consumes), plus its
+    pending net effect when that is a debit (a claimed credit counts as zero), minus its
+    pending holds.  Asked again under the same id (a retried receipt), the earlier approval counts as
     released and the new amount is decided afresh.
     """
     hold_id = auth_hold_id(request.authorization_id)
@@ -54,7 +55,11 @@ async def authorize(
             raise BonusError(ErrorCode.CARD_NOT_FOUND)
         if card.status == "blocked":
             raise BonusError(ErrorCode.CARD_BLOCKED)
-        ended = {*request.releases, hold_id}
+        # Only this store's own holds can be ended by its claim, and its pending credits count
+        # as nothing: whatever a store claims can only lower what it may redeem.
+        ended = {
+            hold for hold in {*request.releases, hold_id} if card.hold_stores.get(hold) == store_id
+        }
         available = (
             balance(card.wallet, local_date(now, settings.zone), now).net_kop
             + sum(
@@ -62,7 +67,7 @@ async def authorize(
                 for hold in card.wallet.holds
                 if hold.hold_id in ended and hold.active_at(now)
             )
-            + request.pending_delta
+            + min(request.pending_delta, 0)
             - request.pending_held
         )
         if request.amount > available:
@@ -103,7 +108,7 @@ async def authorize(
         card.wallet = replace(
             card.wallet, holds=(*others, Hold(hold_id, request.amount, expires_at))
         )
-        card.hold_ids.add(hold_id)
+        card.hold_stores[hold_id] = store_id
         card.changed = True
         await tx.flush()
         return AuthorizeResponse(approved=True, available=available, expires_at=expires_at)

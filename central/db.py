@@ -16,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from central import schema
+from shared.settings import ProgramSettings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 10_000
@@ -93,6 +94,8 @@ class Database:
         #: tens of milliseconds of Python, and so would every store.  Parallelism comes from
         #: server processes (``workers``) instead, each with its own core.
         self.batch_gate = asyncio.Lock()
+        #: Parsed settings versions by number (a version never changes once issued).
+        self.settings_cache: dict[int, ProgramSettings] = {}
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:

@@ -34,7 +34,10 @@ class CardRecord:
     wallet: Wallet
     known_lots: set[str] = field(default_factory=set)  # lot ids that exist in the database
     lot_remaining: dict[str, int] = field(default_factory=dict)  # as loaded, to write only changes
-    hold_ids: set[str] = field(default_factory=set)
+    hold_stores: dict[str, str] = field(default_factory=dict)  # active hold id → its store
+    #: lot remainders less debt as loaded: the transactions written for the card must add up to
+    #: its change (checked before the write).
+    net_loaded_kop: int = 0
     changed: bool = False
 
 
@@ -101,6 +104,7 @@ class LedgerTx:
                     verified=row.verified,
                     last_purchase_on=row.last_purchase_on,
                     wallet=Wallet(debt_kop=row.debt_kop),
+                    net_loaded_kop=-row.debt_kop,
                 )
             loaded = [row.number for row in rows]
             if loaded:
@@ -129,6 +133,7 @@ class LedgerTx:
         for lot in fresh:
             card.known_lots.add(lot.lot_id)
             card.lot_remaining[lot.lot_id] = lot.remaining_kop
+            card.net_loaded_kop += lot.remaining_kop
 
     async def prefetch_lots(self, lot_ids: Iterable[str]) -> None:
         """Load specific lots (spent ones too) of the loaded cards in one query: what a batch's
@@ -177,7 +182,7 @@ class LedgerTx:
                 card.wallet,
                 holds=(*card.wallet.holds, Hold(row.hold_id, row.amount_kop, expires_at)),
             )
-            card.hold_ids.add(row.hold_id)
+            card.hold_stores[row.hold_id] = row.store_id
 
     def resolve(self, number: str) -> CardRecord | None:
         """The card that receives a card's operations (a merged card's primary)."""
@@ -232,6 +237,7 @@ class LedgerTx:
                 elif card.lot_remaining.get(lot.lot_id) != lot.remaining_kop:
                     updated_lots.append({"lot_id": lot.lot_id, "remaining_kop": lot.remaining_kop})
                 card.lot_remaining[lot.lot_id] = lot.remaining_kop
+        self._check_sums()
         await insert_rows(conn, schema.lots, new_lots)
         await update_rows(conn, schema.lots, ["lot_id"], updated_lots)
         await insert_rows(conn, schema.holds, self.new_holds)
@@ -264,6 +270,22 @@ class LedgerTx:
         self.txs = []
         self.new_holds = []
         self.hold_states = {}
+
+    def _check_sums(self) -> None:
+        """Assert before writing what must hold after: for every card, the transactions of this
+        write add up to the change of its lot remainders less its debt."""
+        booked: dict[str, int] = {}
+        for tx in self.txs:
+            booked[tx.card] = booked.get(tx.card, 0) + tx.amount_kop
+        for card in self.cards.values():
+            if not card.changed and card.number not in booked:
+                continue
+            net = sum(lot.remaining_kop for lot in card.wallet.lots) - card.wallet.debt_kop
+            assert net - card.net_loaded_kop == booked.get(card.number, 0), (
+                f"card {card.number}: transactions {booked.get(card.number, 0)} "
+                f"against a change of {net - card.net_loaded_kop}"
+            )
+            card.net_loaded_kop = net
 
     async def publish(self) -> int:
         """Take the feed's next cursor and stamp the changed cards with it; returns the cursor

@@ -34,6 +34,8 @@ stores = sa.Table(
     sa.Column("last_applied_seq", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("last_sync_at", sa.DateTime(timezone=True)),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    #: Operations whose figures, as the store computed them, differ from the booked ones.
+    sa.Column("ops_differing", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 cards = sa.Table(
@@ -143,6 +145,8 @@ store_ops = sa.Table(
     sa.Column("reason", sa.String(500)),
     sa.Column("debt_added_kop", sa.BigInteger, nullable=False, server_default="0"),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    #: Where the store's figures differ from the booked ones (``Difference`` list), or null.
+    sa.Column("differences", sa.JSON),
 )
 
 receipts = sa.Table(

@@ -99,6 +99,7 @@ async def list_stores(conn: AsyncConnection) -> list[dict[str, object]]:
             "phone": row.phone,
             "last_applied_seq": row.last_applied_seq,
             "last_sync_at": row.last_sync_at.isoformat() if row.last_sync_at else None,
+            "ops_differing": row.ops_differing,
         }
         for row in rows
     ]

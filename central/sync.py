@@ -14,9 +14,9 @@ from central.apply import ApplyContext, apply_op, load_for_batch, write_receipts
 from central.bulk import insert_rows, one_of
 from central.db import Database, head_cursor
 from central.ledger import LedgerTx
-from central.program import current_settings
+from central.program import settings_book
 from shared.errors import BonusError, ErrorCode
-from shared.protocol import Op, OpResult, UploadRequest, UploadResponse
+from shared.protocol import Op, OpResult, UploadResponse
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,10 @@ async def phone_key(db: Database) -> bytes:
 
 
 async def upload(
-    db: Database, store_id: str, batch: UploadRequest, now: datetime, key: bytes
+    db: Database, store_id: str, batch: list[Op], now: datetime, key: bytes
 ) -> UploadResponse:
     """Apply a batch exactly once: duplicates answer their original results, a gap is refused."""
-    ops = sorted(batch.ops, key=lambda op: op.seq)
+    ops = sorted(batch, key=lambda op: op.seq)
     for previous, following in itertools.pairwise(ops):
         if following.seq != previous.seq + 1:
             raise BonusError(
@@ -67,9 +67,9 @@ async def upload(
             results.extend(await _original_results(conn, store_id, duplicates))
         checkpoint = 0
         if fresh:
-            settings, _ = await current_settings(conn)
+            book = await settings_book(conn, db.settings_cache)
             tx = LedgerTx(conn, now, lock=not db.sqlite)
-            ctx = ApplyContext(store_id, settings, key, now, {}, set())
+            ctx = ApplyContext(store_id, book, key, now)
             await load_for_batch(tx, ctx, fresh)
             fresh_results = [await apply_op(tx, ctx, op) for op in fresh]
             await tx.write()
@@ -88,14 +88,19 @@ async def upload(
                         "reason": result.reason,
                         "debt_added_kop": result.debt_added_kop,
                         "received_at": now,
+                        "differences": [d.model_dump() for d in result.differences] or None,
                     }
                     for op, result in zip(fresh, fresh_results, strict=True)
                 ],
             )
+            differing = [r for r in fresh_results if r.differences]
             await conn.execute(
                 schema.stores.update()
                 .where(schema.stores.c.store_id == store_id)
-                .values(last_applied_seq=fresh[-1].seq)
+                .values(
+                    last_applied_seq=fresh[-1].seq,
+                    ops_differing=schema.stores.c.ops_differing + len(differing),
+                )
             )
             # Last: the feed cursor, whose row lock serialises every feed writer until commit.
             checkpoint = await tx.publish()
@@ -103,10 +108,21 @@ async def upload(
             rejected = [r for r in fresh_results if r.status == "rejected"]
             if rejected:
                 log.warning(
-                    "store %s: %d operations rejected, first: %s",
+                    "store %s: %d operations rejected, first: seq %d %s",
                     store_id,
                     len(rejected),
+                    rejected[0].seq,
                     rejected[0].reason,
+                )
+            if differing:
+                first = differing[0]
+                log.warning(
+                    "store %s: %d operations booked with other figures than the store's, "
+                    "first: seq %d %s",
+                    store_id,
+                    len(differing),
+                    first.seq,
+                    ", ".join(f"{d.field} {d.store} → {d.central}" for d in first.differences),
                 )
         if not checkpoint:
             checkpoint = await head_cursor(conn)
@@ -148,6 +164,7 @@ async def _original_results(conn: AsyncConnection, store_id: str, ops: list[Op])
                 status=row.status,
                 reason=row.reason,
                 debt_added_kop=row.debt_added_kop,
+                differences=row.differences or [],
             )
         )
     return results

@@ -8,17 +8,21 @@ See ``docs/sync-protocol.md``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal, NotRequired
+from enum import StrEnum
+from typing import Annotated, Final, Literal, NotRequired
 
-from pydantic import BaseModel, ConfigDict, Field, with_config
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, with_config
 from typing_extensions import TypedDict  # pydantic needs this one on Python < 3.12
 
+from shared.journal import KOP_MAX, Operation, OpKind
 from shared.settings import ProgramSettings
 
-#: The protocol version both sides speak; the central server accepts a range.
-PROTOCOL_VERSION: Final = 1
+#: The protocol version this code speaks; the central server accepts a range.  Version 2 carries
+#: typed operations (``shared/journal.py``); the central server still reads version 1's uploads
+#: (``shared/protocol_v1.py``) while stores are upgraded one by one.
+PROTOCOL_VERSION: Final = 2
 PROTOCOL_MIN: Final = 1
-PROTOCOL_MAX: Final = 1
+PROTOCOL_MAX: Final = 2
 PROTOCOL_HEADER: Final = "X-Bonus-Protocol"
 STORE_HEADER: Final = "X-Store-Id"
 
@@ -28,7 +32,26 @@ UPLOAD_BYTES_MAX: Final = 8 * 1024 * 1024
 #: Most card states in one page of changes.
 CHANGES_PAGE_MAX: Final = 5000
 
-OpKind = Literal["register", "verify", "sale", "return", "hold", "hold_release"]
+#: Sequence numbers and cursors fit a signed 64-bit integer.
+SEQ_MAX: Final = 2**63 - 1
+
+__all__ = ["KOP_MAX", "OpKind"]
+
+
+class Rejection(StrEnum):
+    """Why the central server rejected an operation that cannot have happened (stable codes)."""
+
+    CARD_UNKNOWN = "card_unknown"
+    CARD_BLOCKED = "card_blocked"
+    CARD_PHONE_CONFLICT = "card_phone_conflict"
+    REGISTRATION_WITHOUT_PHONE = "registration_without_phone"
+    RECEIPT_REUSED = "receipt_reused"
+    RECEIPT_UNKNOWN = "receipt_unknown"
+    RETURN_EXCEEDS_SALE = "return_exceeds_sale"
+    SETTINGS_VERSION_UNKNOWN = "settings_version_unknown"
+    IMPOSSIBLE_LINES = "impossible_lines"
+    HOLD_ID_TAKEN = "hold_id_taken"
+    HOLD_TOO_LONG = "hold_too_long"
 
 
 class Message(BaseModel):
@@ -50,14 +73,22 @@ class Hello(Message):
 
 
 class Op(Message):
-    """One journal operation of a store."""
+    """One journal operation of a store, numbered."""
 
-    seq: int = Field(ge=1)
+    seq: int = Field(strict=True, ge=1, le=SEQ_MAX)
     op_id: str = Field(min_length=1, max_length=64)
-    kind: OpKind
-    card: str = Field(min_length=1, max_length=40)
-    created_at: datetime
-    payload: dict[str, Any]
+    created_at: AwareDatetime = Field(description="The store's clock when it was recorded.")
+    operation: Operation
+
+    @property
+    def kind(self) -> OpKind:
+        """The operation's kind."""
+        return self.operation.kind
+
+    @property
+    def card(self) -> str:
+        """The card the operation belongs to."""
+        return self.operation.card
 
 
 class UploadRequest(Message):
@@ -66,14 +97,26 @@ class UploadRequest(Message):
     ops: list[Op] = Field(min_length=1, max_length=UPLOAD_OPS_MAX)
 
 
+class Difference(Message):
+    """One figure where the store's claim and the central server's derivation differ."""
+
+    field: str
+    store: int | str | None
+    central: int | str | None
+
+
 class OpResult(Message):
     """What the central server did with one operation."""
 
     seq: int
     op_id: str
     status: Literal["applied", "rejected"]
-    reason: str | None = None
+    reason: str | None = Field(None, description="Why it was rejected: a stable code.")
     debt_added_kop: int = 0
+    differences: list[Difference] = Field(
+        default_factory=list,
+        description="Where the store's figures differ from the ones the central server booked.",
+    )
 
 
 class UploadResponse(Message):
@@ -196,19 +239,25 @@ class SnapshotHeader(Message):
 class AuthorizeRequest(Message):
     """A store asks to redeem from a card's chain-wide balance before committing a sale."""
 
-    authorization_id: str = Field(min_length=1, max_length=80)
+    authorization_id: str = Field(min_length=1, max_length=160)
     card: str = Field(min_length=1, max_length=40)
-    amount: int = Field(gt=0, description="Kopecks to redeem.")
+    amount: int = Field(strict=True, gt=0, le=KOP_MAX, description="Kopecks to redeem.")
     pending_delta: int = Field(
         0,
+        strict=True,
+        ge=-KOP_MAX,
+        le=KOP_MAX,
         description=(
             "Net effect (kopecks) on the card's usable points and debt of this store's "
-            "operations not yet uploaded (accruals not yet usable left out)."
+            "operations not yet uploaded (accruals not yet usable left out). Counts only "
+            "against the card: a positive figure (pending credits) counts as zero."
         ),
     )
     pending_held: int = Field(
         0,
+        strict=True,
         ge=0,
+        le=KOP_MAX,
         description=(
             "Kopecks set aside by this store's holds not yet uploaded and still active, "
             "except the hold this sale consumes."
@@ -220,7 +269,8 @@ class AuthorizeRequest(Message):
         description=(
             "Holds the central server may still count that this store's queue or this sale "
             "ends: the authorisation holds of its pending sales, holds its pending operations "
-            "consumed or released, and the hold this sale consumes."
+            "consumed or released, and the hold this sale consumes. Only this store's own "
+            "holds count."
         ),
     )
 

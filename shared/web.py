@@ -57,7 +57,7 @@ def error_response(error: BonusError) -> web.Response:
     return json_response(error.to_body(), status=error.http_status)
 
 
-def _validation_details(exc: ValidationError) -> dict[str, Any]:
+def validation_details(exc: ValidationError) -> dict[str, Any]:
     return {
         "errors": [
             {"field": ".".join(str(part) for part in item["loc"]), "problem": item["msg"]}
@@ -82,7 +82,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except BonusError as exc:
         return error_response(exc)
     except ValidationError as exc:
-        return error_response(BonusError(ErrorCode.VALIDATION_ERROR, **_validation_details(exc)))
+        return error_response(BonusError(ErrorCode.VALIDATION_ERROR, **validation_details(exc)))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

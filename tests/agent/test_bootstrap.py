@@ -40,7 +40,7 @@ from central.config import CentralConfig
 from central.db import next_cursor
 from central.stores import add_store
 from shared.codec import wallet_from_json
-from shared.protocol import CardState, Hello, SnapshotHeader
+from shared.protocol import PROTOCOL_VERSION, CardState, Hello, SnapshotHeader
 from shared.settings import ProgramSettings
 from tests.agent.conftest import PHONE, Agent, make_config
 
@@ -129,11 +129,19 @@ async def test_the_fast_path_stores_what_the_pages_of_changes_store(agent: Agent
 
     acked = 0
     by_models = await ctx.db.write(
-        tables(lambda conn: apply_card_states(conn, states, acked, ctx.clock.now()))
+        tables(
+            lambda conn: apply_card_states(
+                conn, states, acked, ctx.clock.now(), ctx.config.store_id
+            )
+        )
     )
     lines = [state.model_dump_json().encode() for state in states]
     by_lines = await ctx.db.write(
-        tables(lambda conn: store_snapshot_lines(conn, lines, DateCheck(), ctx.clock.now()))
+        tables(
+            lambda conn: store_snapshot_lines(
+                conn, lines, DateCheck(), ctx.clock.now(), ctx.config.store_id
+            )
+        )
     )
     assert by_lines == by_models
     rows = {row[0]: row for row in by_lines}  # number, …, base (6), wallet (7), …
@@ -182,7 +190,9 @@ async def test_a_batch_with_a_malformed_line_stores_nothing(agent: Agent) -> Non
     lines = [line(state("2000000001")), BAD_LINES["an unknown field"], line(state("2000000003"))]
     with pytest.raises(SnapshotError, match="points"):
         await ctx.db.write(
-            lambda conn: store_snapshot_lines(conn, lines, DateCheck(), ctx.clock.now())
+            lambda conn: store_snapshot_lines(
+                conn, lines, DateCheck(), ctx.clock.now(), ctx.config.store_id
+            )
         )
     assert store.count_cards(ctx.db.reader) == 0
 
@@ -225,8 +235,8 @@ class FakeCentral:
 
     async def hello(self, request: web.Request) -> web.Response:
         hello = Hello(
-            protocol_min=1,
-            protocol_max=1,
+            protocol_min=PROTOCOL_VERSION,
+            protocol_max=PROTOCOL_VERSION,
             server_time=NOW,
             store_id="s1",
             phone_key="ab" * 32,

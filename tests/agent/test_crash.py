@@ -221,7 +221,12 @@ def read_file(db_path: Path, card: str) -> FileState:
         assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
         journal = [
             JournalRow(
-                seq, op_id, kind, idem_key, row_card, int(json.loads(payload)["effect"]["accrued"])
+                seq,
+                op_id,
+                kind,
+                idem_key,
+                row_card,
+                sum(line["accrued_kop"] for line in json.loads(payload)["lines"]),
             )
             if kind == "sale"
             else JournalRow(seq, op_id, kind, idem_key, row_card, 0)

@@ -13,6 +13,7 @@ import pytest
 from agent import db as agent_db
 from agent import store
 from agent.db import Database
+from shared.journal import Verification
 
 DELAY_S = 0.3
 
@@ -162,11 +163,9 @@ async def test_pending_entries_of_many_cards_come_from_one_indexed_statement(
             store.append_entry(
                 conn,
                 op_id=f"op-{index}",
-                kind="sale",
-                idem_key=f"R-{index}",
-                card=card,
+                idem_key=f"V-{index}",
                 request_hash="h",
-                payload={"card": card},
+                operation=Verification(card=card),
                 response={},
                 created_at=datetime.now(UTC),
             )

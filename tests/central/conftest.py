@@ -1,25 +1,39 @@
 """Fixtures of the central server's sync tests: the app in-process over each database, a store
-registered with its token, and operations shaped as ``agent/operations.py`` builds them."""
+registered with its token, and operations as an honest agent records them (``tests/honest.py``:
+the fixtures' databases hold its test programs)."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from aiohttp.test_utils import TestClient
 
+from central import schema
 from central.api import DB_KEY
 from central.app import create_app
 from central.config import CentralConfig
 from central.db import Database, migrate
 from central.invariants import InvariantReport, check_invariants
 from central.stores import add_store
+from shared.journal import (
+    Consents,
+    HoldPlaced,
+    HoldReleased,
+    Operation,
+    Registration,
+    Return,
+    ReturnLine,
+    Verification,
+)
 from shared.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, STORE_HEADER
+from tests.honest import SIX_MONTHS, honest_sale, install_test_programs
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 #: The day of the stores' sales unless a test says otherwise.
@@ -28,34 +42,30 @@ SALE_DAY = date(2026, 5, 1)
 
 @dataclass
 class StoreOps:
-    """Builds a store's journal operations in sequence order, as its agent records them."""
+    """Builds a store's journal operations in sequence order, as an honest agent records them
+    (``tests/honest.py``), in the wire form of the current protocol."""
 
     store_id: str
     seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     receipts: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    def op(self, kind: str, card: str, payload: dict[str, Any], *, seq: int | None = None) -> dict:
+    def op(self, operation: Operation, *, seq: int | None = None) -> dict[str, Any]:
         number = seq if seq is not None else next(self.seq)
         return {
             "seq": number,
             "op_id": f"{self.store_id}-op-{number}",
-            "kind": kind,
-            "card": card,
             "created_at": datetime.now(UTC).isoformat(),
-            "payload": {"card": card, **payload},
+            "operation": operation.model_dump(mode="json"),
         }
 
     def register(self, card: str, phone: str) -> dict[str, Any]:
         return self.op(
-            "register",
-            card,
-            {
-                "phone": phone,
-                "virtual": True,
-                "profile": None,
-                "consents": {"personal_data": True, "advertising": False},
-                "effect": {},
-            },
+            Registration(
+                card=card,
+                phone=phone,
+                virtual=True,
+                consents=Consents(personal_data=True, advertising=False),
+            )
         )
 
     def sale(
@@ -65,61 +75,49 @@ class StoreOps:
         accrued: int = 0,
         redeemed: int = 0,
         day: date = SALE_DAY,
-        expires_on: date | None = None,
-        never_expires: bool = False,
         receipt_id: str | None = None,
-        amount: int = 100_000,
+        version: int = SIX_MONTHS,
     ) -> dict[str, Any]:
-        """A one-line sale accruing and redeeming these kopecks."""
+        """A one-line sale that accrues and redeems these kopecks."""
         receipt = receipt_id or f"{self.store_id}-R{next(self.receipts)}"
-        lot = f"{receipt}:a" if accrued else None
         return self.op(
-            "sale",
-            card,
-            {
-                "receipt_id": receipt,
-                "day": day.isoformat(),
-                "lines": [
-                    {
-                        "line_id": "1",
-                        "sku": "SKU-1",
-                        "qty": "1",
-                        "amount": amount,
-                        "vital": False,
-                        "accrued": accrued,
-                        "redeemed": redeemed,
-                    }
-                ],
-                "hold_id": None,
-                "cashier": None,
-                "settings_version": 1,
-                "accrual_lot": lot,
-                "accrual_expires_on": None
-                if never_expires or not accrued
-                else (expires_on or day + timedelta(days=183)).isoformat(),
-                "accrual_active_from": None,
-                "effect": {
-                    "accrued": accrued,
-                    "redeemed": redeemed,
-                    "delta": accrued - redeemed,
-                    "debt_paid": 0,
-                },
-            },
+            honest_sale(
+                card, receipt, day=day, accrued_kop=accrued, redeemed_kop=redeemed, version=version
+            )
         )
 
-    def return_(self, card: str, receipt_id: str, qty: str = "1") -> dict[str, Any]:
+    def return_(
+        self,
+        card: str,
+        receipt_id: str,
+        qty: str = "1",
+        *,
+        reversed_kop: int = 0,
+        refunded_kop: int = 0,
+    ) -> dict[str, Any]:
+        """A return of ``qty`` of the receipt's one line; the store's figures as given."""
         return self.op(
-            "return",
-            card,
-            {
-                "receipt_id": receipt_id,
-                "return_id": f"RET-{receipt_id}-{qty}",
-                "accrual_lot": f"{receipt_id}:a",
-                "day": SALE_DAY.isoformat(),
-                "lines": [{"line_id": "1", "qty": qty}],
-                "effect": {},
-            },
+            Return(
+                card=card,
+                receipt_id=receipt_id,
+                return_id=f"RET-{receipt_id}-{qty}",
+                day=SALE_DAY,
+                lines=(ReturnLine(line_id="1", qty=Decimal(qty)),),
+                accrual_reversed_kop=reversed_kop,
+                redemption_refunded_kop=refunded_kop,
+            )
         )
+
+    def hold(self, card: str, hold_id: str, amount: int, expires_at: datetime) -> dict[str, Any]:
+        return self.op(
+            HoldPlaced(card=card, hold_id=hold_id, amount_kop=amount, expires_at=expires_at)
+        )
+
+    def release(self, card: str, hold_id: str) -> dict[str, Any]:
+        return self.op(HoldReleased(card=card, hold_id=hold_id, state="released"))
+
+    def verify(self, card: str) -> dict[str, Any]:
+        return self.op(Verification(card=card))
 
 
 @dataclass
@@ -177,6 +175,11 @@ async def register_store(url: str, store_id: str) -> str:
     try:
         await migrate(db.engine)
         async with db.write() as conn:
+            if (
+                await conn.scalar(sa.select(sa.func.count()).select_from(schema.settings_versions))
+                == 0
+            ):
+                await install_test_programs(conn, datetime.now(UTC))
             return await add_store(conn, store_id, f"Аптека {store_id}", datetime.now(UTC))
     finally:
         await db.close()

@@ -32,8 +32,7 @@ def other_db_url(central_db_url: str, request: pytest.FixtureRequest, tmp_path: 
 
 
 def _hold(store: StoreOps, card: str, hold_id: str, amount: int) -> dict[str, Any]:
-    expires = (NOW + timedelta(minutes=10)).isoformat()
-    return store.op("hold", card, {"hold_id": hold_id, "amount": amount, "expires_at": expires})
+    return store.hold(card, hold_id, amount, NOW + timedelta(minutes=10))
 
 
 def _scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -60,9 +59,9 @@ def _scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         s.sale("1000000001", accrued=10, receipt_id="R1"),  # a recorded receipt id: rejected
         s.return_("1000000001", "NOPE"),  # an unknown receipt: rejected
         s.sale("1999999999", accrued=10),  # an unknown card: rejected
-        s.op("verify", "1000000001", {}),
+        s.verify("1000000001"),
         _hold(s, "1000000001", "H1", 500),
-        s.op("hold_release", "1000000001", {"hold_id": "H1", "state": "released"}),
+        s.release("1000000001", "H1"),
         s.register("1000000004", "9160000002"),  # merged into …03
         s.sale("1000000004", accrued=700, receipt_id="R5"),
         s.return_("1000000010", "OLD-1"),  # a receipt of an earlier batch
@@ -104,7 +103,9 @@ async def _apply(url: str, batches: list[list[dict[str, Any]]]) -> list[Any]:
         key = await phone_key(db)
         results = []
         for ops in batches:
-            answer = await upload(db, "s1", UploadRequest.model_validate({"ops": ops}), NOW, key)
+            answer = await upload(
+                db, "s1", UploadRequest.model_validate({"ops": ops}).ops, NOW, key
+            )
             results.extend(answer.results)
         ledger = await _ledger(db)
     finally:

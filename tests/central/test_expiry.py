@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from central import schema
 from central.db import head_cursor
 from tests.central.conftest import Central, StoreOps
+from tests.honest import NON_EXPIRING, day_expiring_on
 
 A, B, C, D = "1000000001", "1000000002", "1000000003", "1000000004"
 
@@ -39,8 +40,14 @@ async def expire(central: Central, as_of: str) -> str:
 
 
 async def remaining(central: Central) -> dict[str, int]:
-    rows = await central.rows(sa.select(schema.lots.c.lot_id, schema.lots.c.remaining_kop))
-    return {lot_id.split(":")[0]: amount for lot_id, amount in rows}
+    """Each lot's remainder, by the receipt that accrued it."""
+    rows = await central.rows(sa.select(schema.lots.c.source_ref, schema.lots.c.remaining_kop))
+    return dict(rows)
+
+
+async def receipts_of_lots(central: Central) -> dict[str, str]:
+    rows = await central.rows(sa.select(schema.lots.c.lot_id, schema.lots.c.source_ref))
+    return dict(rows)
 
 
 async def expiry_rows(central: Central) -> list[Any]:
@@ -58,24 +65,24 @@ async def test_expire_burns_exactly_the_lots_past_their_last_day(
 ) -> None:
     ops = [s1.register(card, f"91600000{index:02d}") for index, card in enumerate((A, B, C, D))]
     ops += [
-        s1.sale(A, accrued=1000, expires_on=date(2026, 5, 30), receipt_id="L1"),
-        s1.sale(A, accrued=500, expires_on=date(2026, 5, 31), receipt_id="L2"),
-        s1.sale(A, accrued=200, expires_on=date(2026, 6, 30), receipt_id="L5"),
-        s1.sale(B, accrued=700, expires_on=date(2026, 5, 31), receipt_id="L3"),
-        s1.sale(B, accrued=300, never_expires=True, receipt_id="L4"),
-        s1.sale(C, accrued=1000, expires_on=date(2026, 5, 31), receipt_id="L6"),
+        s1.sale(A, accrued=1000, day=day_expiring_on(date(2026, 5, 29)), receipt_id="L1"),
+        s1.sale(A, accrued=500, day=day_expiring_on(date(2026, 5, 30)), receipt_id="L2"),
+        s1.sale(A, accrued=200, day=day_expiring_on(date(2026, 6, 30)), receipt_id="L5"),
+        s1.sale(B, accrued=700, day=day_expiring_on(date(2026, 5, 30)), receipt_id="L3"),
+        s1.sale(B, accrued=300, version=NON_EXPIRING, receipt_id="L4"),
+        s1.sale(C, accrued=1000, day=day_expiring_on(date(2026, 5, 30)), receipt_id="L6"),
         s1.sale(C, redeemed=400, day=date(2026, 5, 2), receipt_id="C-REDEEM"),
-        s1.sale(D, accrued=100, expires_on=date(2026, 6, 15), receipt_id="L7"),
-        s1.sale(D, accrued=150, expires_on=date(2026, 6, 20), receipt_id="L8"),
+        s1.sale(D, accrued=100, day=day_expiring_on(date(2026, 6, 15)), receipt_id="L7"),
+        s1.sale(D, accrued=150, day=day_expiring_on(date(2026, 6, 20)), receipt_id="L8"),
     ]
     status, body = await central.upload(*ops)
     assert status == 200, body
     assert {r["status"] for r in body["results"]} == {"applied"}
 
-    # A lot can pay on its last day: on 31 May only the lot that ended on 30 May burns.
+    # A lot can pay on its last day: on 30 May only the lot that ended on 29 May burns.
     assert (
-        await expire(central, "2026-05-31")
-        == "expired as of 2026-05-31: 1 cards, 10.00 points burned"
+        await expire(central, "2026-05-30")
+        == "expired as of 2026-05-30: 1 cards, 10.00 points burned"
     )
     assert await remaining(central) == {
         "L1": 0,
@@ -114,7 +121,11 @@ async def test_expire_burns_exactly_the_lots_past_their_last_day(
         (D, -250),
     ]
     by_card = {row.card: row.lots for row in rows[1:]}
-    assert sorted(by_card[D]) == [["L7:a", 100], ["L8:a", 150]]
+    receipts = await receipts_of_lots(central)
+    assert sorted([receipts[lot], amount] for lot, amount in by_card[D]) == [
+        ["L7", 100],
+        ["L8", 150],
+    ]
     # Stores hear of the burn through the feed.
     changed = await central.rows(
         sa.select(schema.cards.c.number).where(schema.cards.c.cursor > before)

@@ -10,6 +10,7 @@ import itertools
 import sqlalchemy as sa
 
 from central import schema
+from shared.protocol import PROTOCOL_HEADER
 from tests.central.conftest import Central, StoreOps, count_of, register_store
 
 
@@ -124,19 +125,16 @@ async def test_operations_that_can_never_apply_are_rejected_and_the_rest_apply(
         s1.sale("1000000002", accrued=300),  # blocked centrally
         s1.return_("1000000001", "NO-SUCH-RECEIPT"),
         s1.sale("1000000001", accrued=200, receipt_id="GOOD-2"),
-        s1.return_("1000000001", "GOOD-1"),
+        s1.return_("1000000001", "GOOD-1", reversed_kop=5000),
     ]
     status, result = await central.upload(*batch)
     assert status == 200, result
     assert result["acked_seq"] == 8
     outcome = {r["seq"]: (r["status"], r["reason"]) for r in result["results"]}
-    assert outcome[3][0] == "rejected"
-    assert "unknown" in outcome[3][1]
+    assert outcome[3] == ("rejected", "card_unknown")
     assert outcome[4] == ("applied", None)
-    assert outcome[5][0] == "rejected"
-    assert "blocked" in outcome[5][1]
-    assert outcome[6][0] == "rejected"
-    assert "NO-SUCH-RECEIPT" in outcome[6][1]
+    assert outcome[5] == ("rejected", "card_blocked")
+    assert outcome[6] == ("rejected", "receipt_unknown")
     assert outcome[7] == ("applied", None)
     assert outcome[8] == ("applied", None)
     # Rejections are recorded with their reasons, and a retry answers them the same.
@@ -161,12 +159,26 @@ async def test_operations_that_can_never_apply_are_rejected_and_the_rest_apply(
     assert (await central.invariants()).ok
 
 
-async def test_an_operation_whose_payload_names_another_card_is_refused(
-    central: Central, s1: StoreOps
+async def test_a_protocol_1_operation_whose_payload_names_another_card_is_refused(
+    central: Central,
 ) -> None:
-    register = s1.register("1000000001", "9160000001")
-    register["payload"]["card"] = "1000000009"
-    status, body = await central.upload(register)
+    # Protocol 1 named the card twice (the operation and its payload); version 2 once.
+    register = {
+        "seq": 1,
+        "op_id": "s1-op-1",
+        "kind": "register",
+        "card": "1000000001",
+        "created_at": "2026-05-01T10:00:00+03:00",
+        "payload": {
+            "card": "1000000009",
+            "phone": "9160000001",
+            "virtual": True,
+            "profile": None,
+            "consents": {"personal_data": True, "advertising": False},
+            "effect": {},
+        },
+    }
+    status, body = await central.upload(register, **{PROTOCOL_HEADER: "1"})
     assert status == 422, body
     assert body["error"]["details"]["reason"] == "payload card differs"
 
@@ -190,7 +202,7 @@ async def test_the_version_and_the_token_are_checked(central: Central, s1: Store
     assert status == 426, body
     assert body["error"]["code"] == "protocol_version"
     assert body["error"]["details"]["protocol_min"] == 1
-    assert body["error"]["details"]["protocol_max"] == 1
+    assert body["error"]["details"]["protocol_max"] == 2
     status, body = await central.upload(op, Authorization="Bearer wrong")
     assert status == 401, body
     assert body["error"]["code"] == "unauthorized"
@@ -255,5 +267,5 @@ async def test_a_second_sale_under_a_recorded_receipt_id_is_rejected_not_stuck(
     )
     assert status == 200, body
     assert [r["status"] for r in body["results"]] == ["rejected", "applied"]
-    assert "R-1" in body["results"][0]["reason"]
+    assert body["results"][0]["reason"] == "receipt_reused"
     assert (await central.invariants()).ok

@@ -12,6 +12,7 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -29,7 +30,17 @@ from central.invariants import check_invariants
 from central.staff import Permission, add_staff
 from central.stores import add_store
 from central.sync import upload
-from shared.protocol import Op, UploadRequest
+from shared.journal import (
+    Consents,
+    Operation,
+    Profile,
+    Registration,
+    Return,
+    ReturnLine,
+    accrual_lot_id,
+)
+from shared.protocol import Op, OpResult
+from tests.honest import NON_EXPIRING, TEN_YEARS, honest_sale, install_test_programs
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 PASSWORD = "correct horse battery"
@@ -65,40 +76,37 @@ class Store:
     _seq: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _ops: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
-    def op(self, kind: str, card: str, payload: dict[str, Any]) -> Op:
+    def op(self, operation: Operation) -> Op:
         return Op(
             seq=next(self._seq),
             op_id=f"{self.store_id}-op-{next(self._ops)}",
-            kind=kind,  # type: ignore[arg-type]
-            card=card,
             created_at=datetime.now(UTC),
-            payload={"card": card, **payload},
+            operation=operation,
         )
 
-    async def send(self, *ops: Op, received_at: datetime | None = None) -> None:
+    async def send(self, *ops: Op, received_at: datetime | None = None) -> list[OpResult]:
         """Upload operations (received centrally now, or at ``received_at``); all must apply."""
         response = await upload(
             self.office.db,
             self.store_id,
-            UploadRequest(ops=list(ops)),
+            list(ops),
             received_at or datetime.now(UTC),
             self.office.app[PHONE_KEY],
         )
         for result in response.results:
             assert result.status == "applied", result
+        return response.results
 
     async def register(self, card: str, phone: str) -> None:
         await self.send(
             self.op(
-                "register",
-                card,
-                {
-                    "phone": phone,
-                    "virtual": False,
-                    "profile": {"first_name": "Анна", "last_name": "Петрова"},
-                    "consents": {"personal_data": True, "advertising": False},
-                    "effect": {},
-                },
+                Registration(
+                    card=card,
+                    phone=phone,
+                    virtual=False,
+                    profile=Profile(first_name="Анна", last_name="Петрова"),
+                    consents=Consents(personal_data=True, advertising=False),
+                )
             )
         )
 
@@ -108,62 +116,50 @@ class Store:
         receipt_id: str,
         *,
         day: date,
-        amount_kop: int = 10_000,
         accrued_kop: int = 0,
         redeemed_kop: int = 0,
         expires_on: date | None = None,
         received_at: datetime | None = None,
     ) -> str | None:
-        """A one-line sale; returns the accrual's lot id."""
-        op = self.op("sale", card, {})
-        lot = f"{op.op_id}:a" if accrued_kop else None
-        op.payload.update(
-            {
-                "receipt_id": receipt_id,
-                "day": day.isoformat(),
-                "lines": [
-                    {
-                        "line_id": "1",
-                        "sku": "SKU-1",
-                        "qty": "1",
-                        "amount": amount_kop,
-                        "vital": False,
-                        "accrued": accrued_kop,
-                        "redeemed": redeemed_kop,
-                    }
-                ],
-                "hold_id": None,
-                "authorization_id": None,
-                "cashier": None,
-                "settings_version": 1,
-                "accrual_lot": lot,
-                "accrual_expires_on": expires_on.isoformat() if expires_on else None,
-                "accrual_active_from": None,
-                "effect": {
-                    "accrued": accrued_kop,
-                    "redeemed": redeemed_kop,
-                    "delta": accrued_kop - redeemed_kop,
-                    "debt_paid": 0,
-                },
-            }
+        """A one-line sale; returns the accrual's lot id.  Its accrual never expires, or, with
+        ``expires_on``, is an expiring one (under the ten-year test program: expiring, and not
+        within any test's dates)."""
+        operation = honest_sale(
+            card,
+            receipt_id,
+            day=day,
+            accrued_kop=accrued_kop,
+            redeemed_kop=redeemed_kop,
+            version=TEN_YEARS if expires_on else NON_EXPIRING,
         )
-        await self.send(op, received_at=received_at)
-        return lot
+        op = self.op(operation)
+        (result,) = await self.send(op, received_at=received_at)
+        assert not result.differences, result  # booked as the store computed it
+        return accrual_lot_id(op.op_id) if accrued_kop else None
 
-    async def return_all(self, card: str, receipt_id: str, *, day: date, lot: str | None) -> None:
-        """Return the whole one-line receipt."""
+    async def return_all(
+        self,
+        card: str,
+        receipt_id: str,
+        *,
+        day: date,
+        lot: str | None,
+        reversed_kop: int = 0,
+        refunded_kop: int = 0,
+    ) -> None:
+        """Return the whole one-line receipt (the store's figures as given)."""
         await self.send(
             self.op(
-                "return",
-                card,
-                {
-                    "receipt_id": receipt_id,
-                    "return_id": f"ret-{receipt_id}",
-                    "accrual_lot": lot,
-                    "day": day.isoformat(),
-                    "lines": [{"line_id": "1", "qty": "1"}],
-                    "effect": {},
-                },
+                Return(
+                    card=card,
+                    receipt_id=receipt_id,
+                    return_id=f"ret-{receipt_id}",
+                    day=day,
+                    lines=(ReturnLine(line_id="1", qty=Decimal(1)),),
+                    accrual_lot=lot,
+                    accrual_reversed_kop=reversed_kop,
+                    redemption_refunded_kop=refunded_kop,
+                )
             )
         )
 
@@ -272,4 +268,7 @@ async def office(central_db_url: str, aiohttp_client: ClientFactory) -> Office:
     client = await aiohttp_client(
         create_app(CentralConfig(database_url=central_db_url), run_expiry=False)
     )
-    return Office(client)
+    office = Office(client)
+    async with office.db.write() as conn:
+        await install_test_programs(conn, _now())
+    return office

@@ -8,6 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from central import schema
+from shared.journal import HoldPlaced
 from tests.office.conftest import Office, assert_error
 
 #: card → (phone, non-expiring kopecks, expiring kopecks, last purchase)
@@ -142,14 +143,7 @@ async def test_card_page_shows_lots_holds_debt_transactions(office: Office) -> N
     hold_expires = datetime.now(UTC) + timedelta(minutes=30)
     await store.send(
         store.op(
-            "hold",
-            number,
-            {
-                "hold_id": "order-1",
-                "amount": 400,
-                "expires_at": hold_expires.isoformat(),
-                "effect": {"held": 400},
-            },
+            HoldPlaced(card=number, hold_id="order-1", amount_kop=400, expires_at=hold_expires)
         )
     )
     await office.check()
