@@ -89,9 +89,39 @@ async def authorize_online(
     authorization_id: str,
     consumed_hold: str | None = None,
 ) -> Decision:
-    """Ask the central server; refuse on a decline, fall back to local rules on silence."""
+    """Ask the central server; refuse on a decline, fall back to local rules on silence.
+
+    The central server counts none of this store's pending credits (a store's claim can only
+    lower what it may redeem): declined while the queue holds credits of the card, the store
+    uploads them in one quick round and asks again.
+    """
     if ctx.central is None:
         return Decision(None)
+    answer, view = await _ask(ctx, card, amount_kop, authorization_id, consumed_hold)
+    if (
+        answer is not None
+        and not answer.approved
+        and view.delta_kop > 0
+        and ctx.quick_round is not None
+        and await ctx.quick_round(ctx.config.sync_quick_round_timeout_s)
+    ):
+        answer, view = await _ask(ctx, card, amount_kop, authorization_id, consumed_hold)
+    if answer is None:
+        log.info("central authorisation unavailable; redeeming under the offline rules")
+        return Decision(None)
+    if not answer.approved:
+        raise BonusError(
+            ErrorCode.INSUFFICIENT_BALANCE,
+            reason="chain_wide_balance",
+            available=f"{answer.available / 100:.2f}",
+        )
+    return Decision(authorization_id)
+
+
+async def _ask(
+    ctx: AgentContext, card: str, amount_kop: int, authorization_id: str, consumed_hold: str | None
+) -> tuple[AuthorizeResponse | None, PendingView]:
+    assert ctx.central is not None
     view = pending_view(
         ctx.db.reader, card, consumed_hold, ctx.today(), ctx.clock.now(), ctx.config.store_id
     )
@@ -103,17 +133,7 @@ async def authorize_online(
         pending_held=view.held_kop,
         releases=view.releases,
     )
-    answer: AuthorizeResponse | None = await ctx.central(request)
-    if answer is None:
-        log.info("central authorisation unavailable; redeeming under the offline rules")
-        return Decision(None)
-    if not answer.approved:
-        raise BonusError(
-            ErrorCode.INSUFFICIENT_BALANCE,
-            reason="chain_wide_balance",
-            available=f"{answer.available / 100:.2f}",
-        )
-    return Decision(authorization_id)
+    return await ctx.central(request), view
 
 
 def check_offline_caps(

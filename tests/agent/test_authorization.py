@@ -219,3 +219,33 @@ async def test_a_stores_pending_hold_counts_against_the_chain_wide_balance(
     finally:
         await a_client.close()
         await b_client.close()
+
+
+async def test_points_accrued_here_before_a_sync_are_spent_after_one_quick_round(
+    tmp_path: Path, central: TestServer
+) -> None:
+    """The central server counts none of a store's pending credits (a store could claim any),
+    so a customer spending what they earned here a minute ago is declined at first; the store
+    uploads its queue in a quick round and is asked again, and the sale goes through."""
+    a_client = await _till(tmp_path, central, "store-a")
+    try:
+        a = Till(a_client, tmp_path / "store-a" / "messages.jsonl")
+        status, registered = await a.post(
+            "/pos/v1/customers", {"phone": "9161234567", "consents": {"personal_data": True}}
+        )
+        card = registered["card"]["number"]
+        await a.sync()
+        assert (await a.post("/pos/v1/receipts", sale("A-1", card, "2000")))[0] == 200  # +100
+        rounds = a_client.app[SYNCER_KEY].rounds_completed
+        code = await a.confirmed_code(card, "9161234567")
+        status, body = await a.post(
+            "/pos/v1/receipts", sale("A-2", card, "200", "100", verification_id=code)
+        )
+        assert status == 200, body
+        assert body["redeemed"] == 100
+        assert a_client.app[SYNCER_KEY].rounds_completed == rounds + 1
+        async with central.app[DB_KEY].read() as conn:
+            report = await check_invariants(conn)
+        assert report.ok, report.problems
+    finally:
+        await a_client.close()

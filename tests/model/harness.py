@@ -29,10 +29,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from pydantic import SecretStr
 
 import central.api
+from agent import store as agent_store
 from agent.app import SYNCER_KEY, create_app
 from agent.clock import FakeClock
 from agent.config import AgentConfig, ProviderConfig
-from agent.sync import SyncError
+from agent.context import AgentContext
+from agent.routes import CTX_KEY
+from agent.sync import Syncer, SyncError
 from central import schema
 from central.api import DB_KEY
 from central.app import create_app as create_central
@@ -41,6 +44,9 @@ from central.db import Database
 from central.invariants import InvariantReport, check_invariants
 from central.program import set_settings
 from central.stores import add_store
+from shared.journal import Return as JournalReturn
+from shared.journal import Sale as JournalSale
+from shared.protocol import AuthorizeRequest, Op
 
 HEADERS = {"X-Register-Id": "till-1"}
 
@@ -192,14 +198,82 @@ class CentralState:
     last_applied_seq: dict[str, int]
     store_ops: dict[str, int]
     report: InvariantReport
+    #: per store: (applied sales and returns, operations booked with other figures than its)
+    figures: dict[str, tuple[int, int]]
+
+
+def tamper_with(syncer: Syncer, ctx: AgentContext) -> None:
+    """Make a store dishonest on the wire: every figure it uploads claims more points for the
+    customer than its till computed, and every authorisation it asks for claims pending credits
+    it does not have and the release of every other store's authorisation hold it can see.
+
+    An honest store's debits are left as they are: a store that hides its own pending debits can
+    always make the central server approve a double spend (it becomes debt); that is the limit
+    of online authorisation, not something to model.
+    """
+    upload = syncer.client.upload
+    authorize = syncer.client.authorize
+
+    async def dishonest_upload(ops: list[Op]) -> Any:
+        return await upload([_inflated(op) for op in ops])
+
+    async def dishonest_authorize(request: AuthorizeRequest) -> Any:
+        others = [
+            hold.hold_id
+            for hold in _replica_holds(ctx, request.card)
+            if hold.hold_id.startswith("auth:")
+            and not hold.hold_id.startswith(f"auth:{ctx.config.store_id}:")
+        ]
+        claim = (
+            request.pending_delta + 10**12 if request.pending_delta >= 0 else request.pending_delta
+        )
+        return await authorize(
+            request.model_copy(
+                update={"pending_delta": claim, "releases": [*request.releases, *others]}
+            )
+        )
+
+    syncer.client.upload = dishonest_upload  # type: ignore[method-assign]
+    syncer.client.authorize = dishonest_authorize  # type: ignore[method-assign]
+    ctx.central = dishonest_authorize
+
+
+def _inflated(op: Op) -> Op:
+    operation = op.operation
+    if isinstance(operation, JournalSale):
+        lines = tuple(
+            line.model_copy(update={"accrued_kop": line.accrued_kop * 1000 + 1, "redeemed_kop": 0})
+            for line in operation.lines
+        )
+        operation = operation.model_copy(update={"lines": lines})
+    elif isinstance(operation, JournalReturn):
+        operation = operation.model_copy(
+            update={
+                "accrual_reversed_kop": 0,
+                "redemption_refunded_kop": operation.redemption_refunded_kop * 100 + 1,
+            }
+        )
+    return op.model_copy(update={"operation": operation})
+
+
+def _replica_holds(ctx: AgentContext, number: str) -> tuple[Any, ...]:
+    card = agent_store.find_card(ctx.db.reader, number)
+    return () if card is None else card.wallet.holds
 
 
 class System:
     """The central server and the stores' agents, started and stopped together."""
 
-    def __init__(self, root: Path, store_ids: tuple[str, ...], wall: datetime) -> None:
+    def __init__(
+        self,
+        root: Path,
+        store_ids: tuple[str, ...],
+        wall: datetime,
+        dishonest: frozenset[str] = frozenset(),
+    ) -> None:
         self.root = root
         self.store_ids = store_ids
+        self.dishonest = dishonest
         self.wall = wall
         self.central: TestServer | None = None
         self.tills: dict[str, Till] = {}
@@ -248,6 +322,8 @@ class System:
         with contextlib.suppress(asyncio.CancelledError):
             await loops[0]
         config.central_token = SecretStr(token)
+        if store_id in self.dishonest:
+            tamper_with(client.app[SYNCER_KEY], client.app[CTX_KEY])
         return Till(store_id, client, clock, config, messages)
 
     async def close(self) -> None:
@@ -328,4 +404,16 @@ class System:
                 ).all()
             }
             report = await check_invariants(conn)
-        return CentralState(cards, applied, ops, report)
+            figures = {}
+            for row in (await conn.execute(sa.select(schema.stores))).all():
+                priced = await conn.scalar(
+                    sa.select(sa.func.count())
+                    .select_from(schema.store_ops)
+                    .where(
+                        schema.store_ops.c.store_id == row.store_id,
+                        schema.store_ops.c.kind.in_(["sale", "return"]),
+                        schema.store_ops.c.status == "applied",
+                    )
+                )
+                figures[row.store_id] = (int(priced or 0), int(row.ops_differing))
+        return CentralState(cards, applied, ops, report, figures)

@@ -322,6 +322,19 @@ class ReleaseHold:
 Op = Register | Verify | Sale | Return | PlaceHold | ReleaseHold
 
 
+def pending_delta(pending: list[Op], number: str, today: date) -> int:
+    """What a store tells the central server of a card's queue (``pending_delta``): its net
+    effect on usable points, an accrual not yet usable left out."""
+    total = 0
+    for op in pending:
+        if op.card != number:
+            continue
+        total += op.delta
+        if isinstance(op, Sale) and op.accrual_active_from and op.accrual_active_from > today:
+            total -= op.accrued
+    return total
+
+
 def _portion(amount: int, done: Decimal, sold: Decimal) -> int:
     return int(Fraction(amount) * Fraction(done) / Fraction(sold))
 
@@ -556,6 +569,8 @@ class Ledger:
             hold = card.holds.get(consumed_hold) if consumed_hold else None
             if hold is not None and hold.sets_aside(now):
                 net += hold.amount
+            # A store's claim counts only against the customer: its pending credits are none.
+            net -= max(0, pending_delta(pending, number, local_day(now)))
         if amount > net:
             return False
         real = self.target(number)

@@ -17,6 +17,11 @@ and compares them after every step with the reference model in ``model.py``:
 - a store's view of a card equals the ledger whenever it must (nothing pending, nothing changed
   since its last pull), and after a full sync (the ``check`` rule) for every card at both stores.
 
+The path is the real one: the agent's commit → its journal → the upload → the central server's
+derivation of every effect.  The second store is dishonest on the wire (``harness.tamper_with``):
+it inflates every figure it uploads and every claim of its authorisation requests, and the model
+does not change, because the central server books only what it derives.
+
 Run longer with ``BONUS_MODEL_EXAMPLES`` / ``BONUS_MODEL_STEPS``; see ``docs/testing.md``.
 """
 
@@ -67,6 +72,7 @@ from tests.model.model import (
     Verify,
     World,
     months_later,
+    pending_delta,
     plan_return,
     tolerate,
 )
@@ -139,7 +145,9 @@ class LedgerMachine(RuleBasedStateMachine):
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.root = Path(tempfile.mkdtemp(prefix="bonus-model-"))
-        self.system = System(self.root, STORES, START)
+        # Store B is dishonest on the wire (``harness.tamper_with``): the model is the same,
+        # because the central server books what it derives, never what a store claims.
+        self.system = System(self.root, STORES, START, dishonest=frozenset({STORES[1]}))
         self.world = World(stores={s: Store(s) for s in STORES}, wall=START, mono_s=START_MONO_S)
         self.settings = ProgramSettings()
         self.counter = itertools.count(1)
@@ -290,15 +298,27 @@ class LedgerMachine(RuleBasedStateMachine):
             nonlocal authorization_id
             if redeem == 0 or not store.online:
                 return None
-            decision = world.ledger.authorize(
+            nonlocal local_net
+            ask = (
                 target,
                 redeem,
                 f"{store_id}:{receipt_id}",
-                store.pending,
                 store_id,
                 hold_id if usable_hold else None,
                 world.wall,
             )
+            decision = world.ledger.authorize(*ask[:3], store.pending, *ask[3:])
+            if (
+                decision is False
+                and pending_delta(store.pending, number, world.today) > 0
+                and world.complete_round(store)
+            ):
+                # Its pending credits count for nothing centrally: the agent uploads them in a
+                # quick round and asks again.
+                note(f"{store_id}: quick round to upload pending credits before authorising")
+                event("authorisation declined on pending credits: asked again after a round")
+                local_net = world.ledger.target(target).balance(world.today, world.wall).net
+                decision = world.ledger.authorize(*ask[:3], store.pending, *ask[3:])
             if decision:
                 authorization_id = f"{store_id}:{receipt_id}"
             return "insufficient_balance" if decision is False else None
@@ -934,6 +954,11 @@ class LedgerMachine(RuleBasedStateMachine):
             applied = ledger.applied.get(store_id, 0)
             assert state.last_applied_seq[store_id] == applied, (store_id, state)
             assert state.store_ops.get(store_id, 0) == applied, (store_id, state)
+        # The honest store's figures are the derived ones; every sale and return of the
+        # dishonest one was booked with other figures than it sent.
+        assert state.figures[STORES[0]][1] == 0, state.figures
+        priced, differing = state.figures[STORES[1]]
+        assert differing == priced, state.figures
 
     @invariant()
     def stores_match_model(self) -> None:
