@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -34,23 +34,37 @@ from typing import IO, Any
 from uuid6 import uuid7
 
 from shared.cards import luhn_check_digit
-from shared.codec import allocations_to_json
+from shared.effects import (
+    SoldReceipt,
+    receipt_figures,
+    return_effect,
+    return_plan,
+    sale_effect,
+    sold_line_rows,
+    sold_lines,
+)
+from shared.journal import (
+    Consents,
+    LotAmount,
+    Operation,
+    Profile,
+    Registration,
+    Return,
+    ReturnLine,
+    Sale,
+    SaleLine,
+    accrual_lot_id,
+)
 from shared.lots import (
-    Allocation,
     Lot,
     LotSource,
     Wallet,
     balance,
-    consume,
-    credit,
-    give_back,
     local_date,
     purchase_expiry,
-    take_from_lot,
 )
 from shared.phones import phone_hash, phone_last4
-from shared.receipts import Line, calculate
-from shared.returns import SoldLine, plan_return, refund_allocations
+from shared.receipts import Line, max_redeem
 from shared.settings import ProgramSettings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -711,22 +725,12 @@ class SimCard:
     wallet: Wallet
 
 
-@dataclass
-class SimReceipt:
-    receipt_id: str
-    card: str
-    lines: list[dict[str, Any]]
-    allocations: list[list[Any]]
-    accrual_lot: str | None
-    returned: dict[str, str] = field(default_factory=dict)
-    refunded_kop: int = 0
-
-
 SKUS = [f"sku-{n:05d}" for n in range(2000)]
 
 
 class StoreSim:
-    """One store's journal: operations numbered from 1, payloads as ``agent/operations.py`` builds.
+    """One store's journal: operations numbered from 1, typed and computed as the agent's commit
+    computes them (``shared/effects.py``), in the wire form of the current protocol.
 
     Each card's wallet is kept as the store sees it (the store's own operations applied), so a
     redemption never asks for more than the card holds and returns reverse real sales.
@@ -747,7 +751,7 @@ class StoreSim:
         self.seq = 0
         self.cards: list[SimCard] = []
         self.by_number: dict[str, SimCard] = {}
-        self.receipts: dict[str, SimReceipt] = {}
+        self.receipts: dict[str, SoldReceipt] = {}
         self.returnable: list[str] = []
         self.counts: dict[str, int] = {}
 
@@ -757,32 +761,28 @@ class StoreSim:
         self.by_number[number] = card
         return card
 
-    def _op(
-        self, kind: str, card: str, payload: dict[str, Any], op_id: str | None = None
-    ) -> dict[str, Any]:
+    def _op(self, operation: Operation, op_id: str | None = None) -> dict[str, Any]:
         self.seq += 1
-        self.counts[kind] = self.counts.get(kind, 0) + 1
+        self.counts[operation.kind] = self.counts.get(operation.kind, 0) + 1
         created = self.now + timedelta(milliseconds=self.seq)
         return {
             "seq": self.seq,
             "op_id": op_id or str(uuid7()),
-            "kind": kind,
-            "card": card,
             "created_at": created.isoformat(),
-            "payload": payload,
+            "operation": operation.model_dump(mode="json"),
         }
 
     def register(self, number: str, phone10: str) -> dict[str, Any]:
         self.add_card(number)
-        payload = {
-            "card": number,
-            "phone": phone10,
-            "virtual": True,
-            "profile": {"first_name": "Анна", "last_name": "Иванова"},
-            "consents": {"personal_data": True, "advertising": self.rng.random() < 0.5},
-            "effect": {},
-        }
-        return self._op("register", number, payload)
+        return self._op(
+            Registration(
+                card=number,
+                phone=phone10,
+                virtual=True,
+                profile=Profile(first_name="Анна", last_name="Иванова"),
+                consents=Consents(personal_data=True, advertising=self.rng.random() < 0.5),
+            )
+        )
 
     def random_lines(self) -> list[Line]:
         lines = []
@@ -802,135 +802,89 @@ class StoreSim:
 
     def sale(self, card: SimCard, *, redeem: bool) -> dict[str, Any]:
         """``Operations._commit_sale`` without a hold or a code."""
-        settings = self.settings
-        today = self.today
+        settings, today = self.settings, self.today
         lines = self.random_lines()
         available = balance(card.wallet, today, self.now).available_kop
         wanted = 0
         if redeem and available > 0:
-            preview = calculate(lines, settings, available, 0)
-            wanted = self.rng.randint(1, preview.max_redeem_kop) if preview.max_redeem_kop else 0
-        result = calculate(lines, settings, available, wanted)
-        assert result.redeemed_kop == wanted
+            most = max_redeem(lines, settings, available)
+            wanted = self.rng.randint(1, most) if most else 0
+        figures = receipt_figures(lines, wanted, today, settings, available)
+        assert figures.redeemed_kop == wanted
         receipt_id = f"{self.store_id}-r{self.seq + 1:07d}"
         op_id = str(uuid7())
-        wallet, allocations = consume(card.wallet, result.redeemed_kop, today)
-        accrual_lot: str | None = None
-        debt_paid = 0
-        if result.accrued_kop > 0:
-            accrual_lot = f"{op_id}:a"
-            delay = settings.accrual_activation_delay_days
-            wallet, debt_paid = credit(
-                wallet,
-                Lot(
-                    lot_id=accrual_lot,
-                    amount_kop=result.accrued_kop,
-                    remaining_kop=result.accrued_kop,
-                    created_on=today,
-                    expires_on=purchase_expiry(today, settings.accrual_lifetime_months),
-                    active_from=today + timedelta(days=delay) if delay else None,
-                    source=LotSource.PURCHASE,
-                    source_ref=receipt_id,
-                ),
-            )
-        card.wallet = wallet
-        sold = [
-            {
-                "line_id": line.line_id,
-                "sku": line.sku,
-                "qty": str(line.qty),
-                "amount": line.amount_kop,
-                "vital": line.vital,
-                "accrued": part.accrued_kop,
-                "redeemed": part.redeemed_kop,
-            }
-            for line, part in zip(lines, result.lines, strict=True)
-        ]
-        expires = purchase_expiry(today, settings.accrual_lifetime_months)
-        delay = settings.accrual_activation_delay_days
-        payload = {
-            "card": card.number,
-            "receipt_id": receipt_id,
-            "day": today.isoformat(),
-            "lines": sold,
-            "hold_id": None,
-            "cashier": "Петрова",
-            "settings_version": settings.version,
-            "accrual_lot": accrual_lot,
-            "accrual_expires_on": expires.isoformat() if expires else None,
-            "accrual_active_from": (today + timedelta(days=delay)).isoformat() if delay else None,
-            "effect": {
-                "accrued": result.accrued_kop,
-                "redeemed": result.redeemed_kop,
-                "delta": result.accrued_kop - result.redeemed_kop,
-                "debt_paid": debt_paid,
-            },
-        }
-        self.receipts[receipt_id] = SimReceipt(
-            receipt_id, card.number, sold, allocations_to_json(allocations), accrual_lot
+        sale = Sale(
+            card=card.number,
+            receipt_id=receipt_id,
+            day=today,
+            lines=tuple(
+                SaleLine(
+                    line_id=line.line_id,
+                    sku=line.sku,
+                    qty=line.qty,
+                    amount_kop=line.amount_kop,
+                    vital=line.vital,
+                    accrued_kop=part.accrued_kop,
+                    redeemed_kop=part.redeemed_kop,
+                )
+                for line, part in zip(lines, figures.lines, strict=True)
+            ),
+            redeem_kop=wanted,
+            cashier="Петрова",
+            settings_version=settings.version,
+            accrual_expires_on=figures.accrual_expires_on,
+            accrual_active_from=figures.accrual_active_from,
+        )
+        effect = sale_effect(card.wallet, sale, figures, lot_id=accrual_lot_id(op_id), now=self.now)
+        card.wallet = effect.wallet
+        self.receipts[receipt_id] = SoldReceipt(
+            receipt_id=receipt_id,
+            card=card.number,
+            lines=sold_lines(sold_line_rows(sale, figures)),
+            allocations=effect.allocations,
+            accrual_lot=effect.accrual_lot.lot_id if effect.accrual_lot else None,
+            returned={},
+            refunded_kop=0,
         )
         self.returnable.append(receipt_id)
-        return self._op("sale", card.number, payload, op_id)
+        return self._op(sale, op_id)
 
     def return_(self, receipt_id: str, *, whole: bool) -> dict[str, Any]:
         """``Operations._commit_return``: the whole receipt or one unit of one line."""
         receipt = self.receipts[receipt_id]
         card = self.by_number[receipt.card]
-        sold = [
-            SoldLine(line["line_id"], Decimal(line["qty"]), line["accrued"], line["redeemed"])
-            for line in receipt.lines
-        ]
-        before = {line_id: Decimal(qty) for line_id, qty in receipt.returned.items()}
         requested: dict[str, Decimal] | None = None
         if not whole:
             open_lines = [
-                line for line in sold if line.qty - before.get(line.line_id, Decimal(0)) > 0
+                line
+                for line in receipt.lines
+                if line.qty - receipt.returned.get(line.line_id, Decimal(0)) > 0
             ]
-            line = self.rng.choice(open_lines)
-            requested = {line.line_id: Decimal(1)}
-        plan = plan_return(sold, before, requested)
-        today = self.today
-        wallet = card.wallet
-        debt_added = 0
-        if plan.accrual_reversed_kop:
-            assert receipt.accrual_lot is not None
-            wallet, _taken, debt_added = take_from_lot(
-                wallet, receipt.accrual_lot, plan.accrual_reversed_kop
-            )
-        refund = refund_allocations(
-            [(lot_id, amount) for lot_id, amount in receipt.allocations],
-            receipt.refunded_kop,
-            plan.redemption_refunded_kop,
+            requested = {self.rng.choice(open_lines).line_id: Decimal(1)}
+        plan = return_plan(receipt, requested)
+        op_id = str(uuid7())
+        effect = return_effect(
+            card.wallet, receipt, plan, day=self.today, refund_lot_id=f"{op_id}:r"
         )
-        wallet, given, burned = give_back(
-            wallet, [Allocation(lot_id, amount) for lot_id, amount in refund], today
+        card.wallet = effect.wallet
+        operation = Return(
+            card=receipt.card,
+            receipt_id=receipt_id,
+            return_id=f"{receipt_id}-ret{self.seq + 1}",
+            day=self.today,
+            lines=tuple(ReturnLine(line_id=line.line_id, qty=line.qty) for line in plan.lines),
+            accrual_lot=receipt.accrual_lot,
+            accrual_reversed_kop=plan.accrual_reversed_kop,
+            redemption_refunded_kop=plan.redemption_refunded_kop,
+            refund_lots=tuple(
+                LotAmount(lot_id=given.lot_id, amount_kop=given.amount_kop)
+                for given in effect.given
+            ),
         )
-        card.wallet = wallet
-        return_id = f"{receipt_id}-ret{self.seq + 1}"
-        payload = {
-            "card": receipt.card,
-            "receipt_id": receipt_id,
-            "return_id": return_id,
-            "accrual_lot": receipt.accrual_lot,
-            "day": today.isoformat(),
-            "lines": [{"line_id": line.line_id, "qty": str(line.qty)} for line in plan.lines],
-            "effect": {
-                "accrual_reversed": plan.accrual_reversed_kop,
-                "redemption_refunded": plan.redemption_refunded_kop,
-                "delta": plan.redemption_refunded_kop - plan.accrual_reversed_kop,
-                "debt_added": debt_added,
-                "burned": burned,
-                "refund_lots": allocations_to_json(given),
-            },
-        }
-        returned = dict(receipt.returned)
-        for line in plan.lines:
-            returned[line.line_id] = str(before.get(line.line_id, Decimal(0)) + line.qty)
-        receipt.returned = returned
-        receipt.refunded_kop += plan.redemption_refunded_kop
-        if all(Decimal(returned.get(s.line_id, "0")) >= s.qty for s in sold):
+        self.receipts[receipt_id] = effect.receipt
+        if all(effect.receipt.returned.get(s.line_id, Decimal(0)) >= s.qty for s in receipt.lines):
             self.returnable.remove(receipt_id)
-        return self._op("return", receipt.card, payload)
+        return self._op(operation, op_id)
 
 
 def phone_hash_of(index: int, key: bytes) -> str:

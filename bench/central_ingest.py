@@ -369,7 +369,10 @@ def percentile(values: list[float], pct: float) -> float:
     return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
 
 
-def run_one(kind: str, args: argparse.Namespace, work_dir: Path) -> dict[str, Any]:
+def run_one(
+    kind: str, args: argparse.Namespace, work_dir: Path, preamble: str | None = None
+) -> dict[str, Any]:
+    """One ingest run over a fresh database; ``preamble`` is Python the server runs first."""
     print(f"\n=== {kind} ===")
     summary: dict[str, Any] = {"db": kind}
     with database(kind, work_dir, args.pg_url, "bench_ingest") as url:
@@ -397,10 +400,9 @@ def run_one(kind: str, args: argparse.Namespace, work_dir: Path) -> dict[str, An
             f"{sum(len(b) for b in workload.batches.values())} batches of ≤ {args.batch_ops}, "
             f"{workload.payload_bytes / 1e6:.1f} MB of JSON, in {time.perf_counter() - started:.1f} s"
         )
-        preamble = None
         if args.experiment == "unlocked-cursor" and kind == "postgresql":
             asyncio.run(create_cursor_sequence(url))
-            preamble = UNLOCKED_CURSOR_PREAMBLE
+            preamble = (preamble or "") + UNLOCKED_CURSOR_PREAMBLE
             print(
                 "  EXPERIMENT unlocked-cursor: the feed cursor comes from a sequence, not the "
                 "feed row (not a valid configuration; measures the cost of the row lock)"
@@ -490,6 +492,7 @@ def run_one(kind: str, args: argparse.Namespace, work_dir: Path) -> dict[str, An
         elapsed_s=stats.elapsed_s,
         ops_per_s=ops_per_s,
         raw={raw.method: raw.rows_per_s for raw in raws},
+        server_cpu_s=server_cpu,
         check_ok=ok,
         upload_errors=len(stats.errors),
         rejected=stats.rejected,
