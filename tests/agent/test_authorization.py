@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -10,11 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 
+import central.api as central_api
 from agent.app import SYNCER_KEY, create_app
 from agent.clock import FakeClock
 from agent.config import AgentConfig, ProviderConfig
+from agent.routes import CTX_KEY
+from central import schema
 from central.api import DB_KEY
 from central.app import create_app as create_central
 from central.config import CentralConfig
@@ -249,3 +254,64 @@ async def test_points_accrued_here_before_a_sync_are_spent_after_one_quick_round
         assert report.ok, report.problems
     finally:
         await a_client.close()
+
+
+async def test_an_authorisation_answered_too_late_holds_nothing_once_the_sale_arrives(
+    tmp_path: Path, central: TestServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store stops waiting for the central server's answer and redeems under its own rules;
+    the central server approved meanwhile and set the points aside.  The sale that follows ends
+    that hold (it is named after the receipt): at the till at once, centrally when it arrives."""
+    a_client = await _till(tmp_path, central, "store-a")
+    b_client = await _till(tmp_path, central, "store-b")
+    try:
+        a = Till(a_client, tmp_path / "store-a" / "messages.jsonl")
+        b = Till(b_client, tmp_path / "store-b" / "messages.jsonl")
+        status, registered = await a.post(
+            "/pos/v1/customers", {"phone": "9161234567", "consents": {"personal_data": True}}
+        )
+        card = registered["card"]["number"]
+        assert (await a.post("/pos/v1/receipts", sale("A-1", card, "2000")))[0] == 200
+        await a.sync()
+        approve = central_api.authorize
+        answered = asyncio.Event()
+
+        async def late(*args: Any, **kwargs: Any) -> Any:
+            decision = await approve(*args, **kwargs)  # committed: the points are set aside
+            answered.set()
+            await asyncio.sleep(0.5)  # the answer comes beyond the store's patience
+            return decision
+
+        monkeypatch.setattr(central_api, "authorize", late)
+        a_client.app[CTX_KEY].config.online_authorization_timeout_s = 0.1
+        code = await a.confirmed_code(card, "9161234567")
+        status, body = await a.post(
+            "/pos/v1/receipts", sale("A-2", card, "200", "100", verification_id=code)
+        )
+        assert status == 200, body  # redeemed under the offline rules
+        await asyncio.wait_for(answered.wait(), 5)
+        # Store B pulls the central server's hold before A's sale arrives: the points are spent.
+        await b.sync()
+        status, found = await b.post("/pos/v1/cards/lookup", {"card": card})
+        assert found["balance"]["held"] == 100
+        # Store A pulls it too, before uploading anything else: its own sale ended it.
+        await a_client.app[SYNCER_KEY]._pull_until(0)
+        status, found = await a.post("/pos/v1/cards/lookup", {"card": card})
+        assert found["balance"]["held"] == 0
+        assert found["balance"]["available"] == pytest.approx(5.0)
+        # Once A's sale arrives the hold is consumed centrally and nobody shows it.
+        await a.sync()
+        await b.sync()
+        for till in (a, b):
+            status, found = await till.post("/pos/v1/cards/lookup", {"card": card})
+            assert (found["balance"]["held"], found["balance"]["available"]) == (0, 5.0)
+        async with central.app[DB_KEY].read() as conn:
+            state = await conn.scalar(
+                sa.select(schema.holds.c.state).where(schema.holds.c.hold_id == "auth:store-a:A-2")
+            )
+            report = await check_invariants(conn)
+        assert state == "consumed"
+        assert report.ok, report.problems
+    finally:
+        await a_client.close()
+        await b_client.close()
