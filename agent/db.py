@@ -142,6 +142,22 @@ MIGRATIONS: Final[list[tuple[str, str]]] = [
         CREATE INDEX holds_card ON holds(card, seq);
         """,
     ),
+    (
+        "0004_phone_key_out_of_database",
+        """
+        -- The key of the phone hashes no longer lives here (agent/phonekey.py): a copy of this
+        -- database must give no phone away. The hashes made with the old key go with it: that
+        -- key is in every store's older backups, and with it they give the phones back in
+        -- seconds. Until a new snapshot brings the new hashes, lookups by phone answer that the
+        -- replica is being updated rather than "not found" (which would make cashiers register
+        -- known customers again); a store that never had a snapshot has nothing to update.
+        INSERT INTO meta (key, value)
+            SELECT 'phone_hashes_stale', 'true' WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'cursor');
+        DELETE FROM meta WHERE key IN ('phone_key', 'cursor', 'cursor_card');
+        UPDATE cards SET phone_hash = NULL WHERE phone_hash IS NOT NULL;
+        UPDATE verifications SET phone_hash = '' WHERE phone_hash != '';
+        """,
+    ),
 ]
 
 
@@ -158,6 +174,9 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
+    # What is deleted is overwritten with zeros, not left in free space: the phones and
+    # profiles removed from registrations once acknowledged, the hashes of an old key.
+    conn.execute("PRAGMA secure_delete=ON")
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
@@ -296,6 +315,8 @@ class Database:
             conn = connect(self.path, checkpoint_pages=WRITER_CHECKPOINT_PAGES)
             migrate(conn)
             conn.execute(PHONE_INDEX_SQL)
+            # Old page images left in the write-ahead log (from before a deletion) go too.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except BaseException as exc:
             loop.call_soon_threadsafe(_settle, started, None, exc)
             return

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from aiohttp import web
 
+from agent.phonekey import PhoneHasher
 from central import feed, schema
 from central.authorize import authorize
 from central.db import Database, head_cursor
@@ -34,7 +35,11 @@ from shared.protocol import (
 from shared.web import Handler, model_response, parse_body
 
 DB_KEY = web.AppKey("db", Database)
+#: The legacy HMAC key of protocol 1 (``meta.phone_key``), for answering stores not yet
+#: upgraded; protocol 2 never sends a key.
 PHONE_KEY = web.AppKey("phone_key", bytes)
+#: The chain's phone key (slow hashes) with its threads: registrations are hashed with it.
+PHONE_HASHER_KEY = web.AppKey("phone_hasher", PhoneHasher)
 STORE_KEY = web.RequestKey("store", Store)
 AUTH_HOLD_KEY = web.AppKey("authorization_hold_s", int)
 #: gzip level of the snapshot: 1 costs half of 6 for a quarter more bytes (bench/README.md).
@@ -81,7 +86,7 @@ async def hello(request: web.Request) -> web.Response:
             protocol_max=PROTOCOL_MAX,
             server_time=now(),
             store_id=store.store_id,
-            phone_key=request.app[PHONE_KEY].hex(),
+            phone_key_id=request.app[PHONE_HASHER_KEY].key.key_id,
             last_applied_seq=store.last_applied_seq,
             head_cursor=head,
         )
@@ -94,7 +99,9 @@ async def upload_batch(request: web.Request) -> web.Response:
     for op in batch.ops:
         if op.payload.get("card") != op.card:
             raise BonusError(ErrorCode.VALIDATION_ERROR, reason="payload card differs", seq=op.seq)
-    result = await upload(request.app[DB_KEY], store.store_id, batch, now(), request.app[PHONE_KEY])
+    result = await upload(
+        request.app[DB_KEY], store.store_id, batch, now(), request.app[PHONE_HASHER_KEY]
+    )
     return model_response(result)
 
 
@@ -164,7 +171,6 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         header = SnapshotHeader(
             cursor=head,
             settings=settings,
-            phone_key=request.app[PHONE_KEY].hex(),
             cards=int(total or 0),
             server_time=now(),
         )

@@ -7,6 +7,7 @@ its reason and does not block the ones behind it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -31,7 +32,6 @@ from shared.lots import (
     local_date,
     take_from_lot,
 )
-from shared.phones import phone_hash
 from shared.protocol import Op, OpResult, auth_hold_id
 from shared.returns import ReturnExceedsSale, SoldLine, plan_return, refund_allocations
 from shared.settings import ProgramSettings
@@ -47,7 +47,8 @@ class ApplyContext:
 
     store_id: str
     settings: ProgramSettings
-    phone_key: bytes
+    #: phone → its hash, computed before the batch's transaction (``sync.upload``).
+    phone_hashes: Mapping[str, str]
     now: datetime
     receipts: dict[str, dict[str, Any]]  # receipt_id → row, loaded and changed here
     new_receipts: set[str]
@@ -213,7 +214,7 @@ async def _register(tx: LedgerTx, ctx: ApplyContext, op: Op) -> int:
             "merged_into": primary,
             "phone": phone,
             # A merged card is found by phone through its primary only.
-            "phone_hash": None if primary or phone is None else phone_hash(phone, ctx.phone_key),
+            "phone_hash": None if primary or phone is None else ctx.phone_hashes[phone],
             "virtual": bool(payload.get("virtual")),
             "created_store": ctx.store_id,
             "created_at": ctx.now,

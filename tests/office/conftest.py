@@ -21,15 +21,15 @@ from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 
 from central import schema, staff
-from central.api import DB_KEY, PHONE_KEY
+from central.api import DB_KEY, PHONE_HASHER_KEY
 from central.app import create_app
-from central.config import CentralConfig
 from central.db import Database
 from central.invariants import check_invariants
 from central.staff import Permission, add_staff
 from central.stores import add_store
 from central.sync import upload
 from shared.protocol import Op, UploadRequest
+from tests.phonekeys import central_config
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 PASSWORD = "correct horse battery"
@@ -82,7 +82,7 @@ class Store:
             self.store_id,
             UploadRequest(ops=list(ops)),
             received_at or datetime.now(UTC),
-            self.office.app[PHONE_KEY],
+            self.office.app[PHONE_HASHER_KEY],
         )
         for result in response.results:
             assert result.status == "applied", result
@@ -269,7 +269,5 @@ def _now() -> datetime:
 @pytest.fixture
 async def office(central_db_url: str, aiohttp_client: ClientFactory) -> Office:
     """The central server over a fresh database (SQLite or PostgreSQL), no expiry task."""
-    client = await aiohttp_client(
-        create_app(CentralConfig(database_url=central_db_url), run_expiry=False)
-    )
+    client = await aiohttp_client(create_app(central_config(central_db_url), run_expiry=False))
     return Office(client)
