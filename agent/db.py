@@ -257,6 +257,8 @@ class Database:
         #: Set by the writer after a commit, cleared by the checkpointer when it starts.
         self._committed = threading.Event()
         self._closing = threading.Event()
+        #: The next checkpoint also empties the log (``truncate_log_soon``).
+        self._truncate = threading.Event()
         self.groups_committed = 0
         self.checkpoints = 0
 
@@ -369,6 +371,14 @@ class Database:
         for job, result, error in outcomes:
             job.loop.call_soon_threadsafe(_settle, job.future, result, error)
 
+    def truncate_log_soon(self) -> None:
+        """After a deletion that must not outlive it on disk (the phones of acknowledged
+        registrations): the next checkpoint empties the write-ahead log, whose older frames
+        still hold the pages from before it. It makes writers wait for the checkpoint's few
+        milliseconds, which is why it is done only when asked."""
+        self._truncate.set()
+        self._committed.set()
+
     def _checkpoint_loop(self) -> None:
         """Copy committed pages from the log into the database file, a burst at a time.
 
@@ -382,8 +392,12 @@ class Database:
                 if self._closing.wait(CHECKPOINT_DELAY_S):
                     return  # the last connection to close checkpoints what is left
                 self._committed.clear()
+                mode = "PASSIVE"
+                if self._truncate.is_set():
+                    self._truncate.clear()
+                    mode = "TRUNCATE"
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
                     self.checkpoints += 1
                 except sqlite3.Error:
                     log.exception("checkpoint failed; the next commit tries again")

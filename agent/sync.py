@@ -439,16 +439,19 @@ class Syncer:
                 )
 
     async def _set_acked(self, acked_seq: int) -> None:
-        def _write(conn: sqlite3.Connection) -> None:
+        def _write(conn: sqlite3.Connection) -> int:
             store.set_meta(conn, "acked_seq", acked_seq)
             # The store keeps no names or phone numbers once the central server has them.
-            conn.execute(
+            removed = conn.execute(
                 "UPDATE journal SET payload = json_remove(payload, '$.phone', '$.profile') "
                 "WHERE kind = 'register' AND seq <= ? AND json_extract(payload, '$.phone') IS NOT NULL",
                 (acked_seq,),
-            )
+            ).rowcount
+            return int(removed)
 
-        await self.ctx.db.write(_write)
+        if await self.ctx.db.write(_write):
+            # secure_delete zeroes them in the database file; the log's old frames go too.
+            self.ctx.db.truncate_log_soon()
 
     async def _pull_until(self, checkpoint: int) -> datetime:
         """Pull pages of changes until the cursor includes ``checkpoint``; returns server time."""
