@@ -96,11 +96,8 @@ async def test_rehash_converts_older_cards_resumes_where_it_stopped_and_skips_me
         assert done.converted == 24 - 10
         assert await count_stale(db, key) == 0
         async with db.read() as conn:
-            found = dict(
-                (await conn.execute(sa.select(schema.cards.c.number, schema.cards.c.phone_hash)))
-                .tuples()
-                .all()
-            )
+            result = await conn.execute(sa.select(schema.cards.c.number, schema.cards.c.phone_hash))
+            found = {row.number: row.phone_hash for row in result}
         for number, phone in phones.items():
             assert found[number] == key.hash(phone)
         # A merged card is found by phone through its primary only.
