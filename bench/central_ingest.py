@@ -113,7 +113,7 @@ class Workload:
         return sum(self.counts.values())
 
 
-def build_workload(args: argparse.Namespace, phone_key: bytes, seed: int) -> Workload:
+def build_workload(args: argparse.Namespace, seed: int) -> Workload:
     """The stores' journals: registrations first, then sales and returns."""
     rng = random.Random(seed)
     settings = ProgramSettings()
@@ -389,7 +389,7 @@ def run_one(kind: str, args: argparse.Namespace, work_dir: Path) -> dict[str, An
             f"in {time.perf_counter() - started:.1f} s (not measured)"
         )
         started = time.perf_counter()
-        workload = build_workload(args, key, args.seed)
+        workload = build_workload(args, args.seed)
         print(
             f"  generated {workload.ops} operations for {args.stores} stores "
             f"({', '.join(f'{k}: {v}' for k, v in sorted(workload.counts.items()))}; "

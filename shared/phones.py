@@ -105,10 +105,12 @@ class PhoneHashParams:
         return self.memory_kib < production.memory_kib or self.time_cost < production.time_cost
 
 
-#: The production cost: OWASP's recommended argon2id minimum (19 MiB, 2 passes, 1 lane), about
-#: 20 ms on one core of the reference machine, which keeps a till's lookup by phone within its
-#: 50 ms (``bench/phone_hash.py``).
-PRODUCTION_PHONE_HASH: Final = PhoneHashParams(memory_kib=19456, time_cost=2)
+#: The production cost: 16 MiB, one pass, one lane; about 8 ms on an idle core of the reference
+#: two-core machine and 11 ms on a busy one, which keeps a till's lookup by phone within its 50 ms
+#: at p99 with four tills (``bench/phone_hash.py``). OWASP's argon2id minimum (19 MiB, 2 passes)
+#: took 20-37 ms a hash there and broke that budget as soon as two lookups met. docs/security.md
+#: has what this costs an attacker.
+PRODUCTION_PHONE_HASH: Final = PhoneHashParams(memory_kib=16384, time_cost=1)
 
 
 @dataclass(frozen=True, slots=True)
