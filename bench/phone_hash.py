@@ -162,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cards", type=int, default=300, help="cards seeded in the agent")
     parser.add_argument("--tills", type=int, default=4, help="concurrent tills")
     parser.add_argument(
-        "--think-ms", type=float, default=1000.0, help="mean pause between a till's lookups"
+        "--think-ms", type=float, default=500.0, help="mean pause between a till's lookups"
     )
     parser.add_argument("--solo-s", type=float, default=10.0)
-    parser.add_argument("--paced-s", type=float, default=20.0)
+    parser.add_argument("--paced-s", type=float, default=30.0)
     parser.add_argument("--capacity-s", type=float, default=10.0)
     parser.add_argument("--gpu-bandwidth-gbs", type=float, default=1000.0)
     parser.add_argument("--seed", type=int, default=7)
