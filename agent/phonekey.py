@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: The name of the systemd credential (``LoadCredential=phone-key:…`` in the unit).
 CREDENTIAL_NAME: Final = "phone-key"
+#: What the unit's ``SetCredential=`` passes when the key file is not installed (systemd 252
+#: refuses an empty value).
+NOT_INSTALLED: Final = b"not-installed"
 #: A key file is a few hundred bytes; anything much larger is not one.
 KEY_FILE_BYTES_MAX: Final = 4096
 #: Hashes computed at once: argon2 releases the GIL, so each thread has a core of its own.
@@ -70,8 +73,8 @@ def load_phone_key(configured: Path, environ: Mapping[str, str] | None = None) -
         return PhoneKeySource(None, f"no phone key file at {path}", path)
     except OSError as exc:
         return PhoneKeySource(None, f"cannot read the phone key file {path}: {exc}", path)
-    if not data.strip():
-        # What the unit's empty SetCredential= fallback gives when the file is not installed.
+    if data.strip() in (b"", NOT_INSTALLED):
+        # The unit's SetCredential= fallback: the file is not installed.
         return PhoneKeySource(None, f"the phone key file {path} is empty or not installed", path)
     if len(data) > KEY_FILE_BYTES_MAX:
         return PhoneKeySource(None, f"{path} is too large to be a phone key file", path)

@@ -311,7 +311,7 @@ class TillPlan:
     port: int
     till: int
     #: ``customers`` (lookup, calculate, sale), ``lookups`` (9 by card : 1 by phone),
-    #: ``phones`` (every lookup by phone) or ``floor`` (a path that does not exist: HTTP and
+    #: ``phones`` (every lookup by phone), ``cards`` (every lookup by card) or ``floor`` (a path that does not exist: HTTP and
     #: middlewares, no SQL).
     program: str
     cards: list[str]
@@ -335,6 +335,8 @@ def run_till(plan: TillPlan) -> tuple[Results, int]:
             client.post("http floor", "/pos/v1/nowhere", {}, 404)
         elif plan.program == "phones":
             client.post("lookup by phone", "/pos/v1/cards/lookup", {"phone": plan.phones[n]})
+        elif plan.program == "cards":
+            client.post("lookup by card", "/pos/v1/cards/lookup", {"card": card})
         elif plan.program == "lookups":
             # Nine lookups in ten by the scanned card, one by the phone the customer says.
             by_phone = plan.phones and rng.random() >= 0.9

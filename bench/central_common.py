@@ -55,7 +55,8 @@ from shared.settings import ProgramSettings
 
 #: The phone hash cost of the chain in these benchmarks: argon2's least (microseconds), so that
 #: seeding a million cards takes seconds. ``bench/phone_hash.py`` measures the production cost,
-#: and ``central_ingest.py --phone-hash production`` its share of an upload.
+#: and ``central_ingest.py`` (at the production cost unless ``--phone-hash bench``) its share
+#: of an upload.
 BENCH_PHONE_HASH = PhoneHashParams(memory_kib=8, time_cost=1)
 
 REPO = Path(__file__).resolve().parent.parent

@@ -50,6 +50,8 @@ CANDIDATES_ONE = 10**5
 CANDIDATES_ALL = 10**9
 #: Cores of the attacker's server in the estimate.
 SERVER_CORES = 64
+PACED = "tills at a till's pace"
+BY_CARD = "tills at a till's pace, by card (no hash)"
 
 
 def human_s(seconds: float) -> str:
@@ -127,20 +129,22 @@ async def lookups(
     try:
         before = agent.memory_kib()
         phases = (
-            ("one till back to back", 1, 0.0, args.solo_s),
+            ("one till back to back", "phones", 1, 0.0, args.solo_s),
+            (PACED, "phones", args.tills, args.think_ms / 1000, args.paced_s),
+            (BY_CARD, "cards", args.tills, args.think_ms / 1000, args.paced_s / 2),
             (
-                f"{args.tills} tills at a till's pace",
+                f"{args.tills} tills back to back (capacity)",
+                "phones",
                 args.tills,
-                args.think_ms / 1000,
-                args.paced_s,
+                0.0,
+                args.capacity_s,
             ),
-            (f"{args.tills} tills back to back (capacity)", args.tills, 0.0, args.capacity_s),
         )
-        for name, tills, think_s, duration_s in phases:
+        for name, program, tills, think_s, duration_s in phases:
             results, measured_s, _ = await run_tills(
-                agent, "phones", numbers, tills, 1.0, duration_s, think_s, args.seed, phones
+                agent, program, numbers, tills, 1.0, duration_s, think_s, args.seed, phones
             )
-            series = results.get("lookup by phone")
+            series = results.get("lookup by phone" if program == "phones" else "lookup by card")
             values = sorted(v * 1000 for v in series.values) if series else []
             errors += series.errors if series else 0
             if series and series.error_samples:
@@ -232,11 +236,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with open("/proc/loadavg", encoding="ascii") as file:
         load_after = file.read().split()[0]
-    paced = found[f"{args.tills} tills at a till's pace"]
+    paced = found[PACED]
     solo = found["one till back to back"]
     goals = [
         (
-            f"lookup by phone p99, {args.tills} tills at a till's pace",
+            f"lookup by phone p99, {args.tills} {PACED}",
             percentile(paced, 99),
             GOAL_LOOKUP_P99_MS,
         ),
@@ -248,6 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         passed = value <= goal
         ok &= passed
         print(f"  {verdict(passed)} {name}: {value:.1f} ms (goal ≤ {goal:.0f} ms)")
+    print(
+        f"       (the same tills by card number, no hash: p99 {percentile(found[BY_CARD], 99):.1f} ms,"
+        " what the machine gives any lookup now)"
+    )
     one_customer_s = CANDIDATES_ONE / one
     floor_ok = one_customer_s >= FLOOR_ONE_CUSTOMER_CORE_S
     ok &= floor_ok

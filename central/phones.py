@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from agent.phonekey import PhoneHasher
 from central import schema
-from central.db import Database
+from central.db import Database, next_cursor
 from shared.phones import PhoneHashParams, PhoneKey
 
 log = logging.getLogger(__name__)
@@ -88,8 +88,8 @@ async def rehash(
     Resumable: it looks for what is still stale, so a run stopped anywhere (Ctrl-C, a crash)
     goes on where it left off. It can run beside the server: each chunk is hashed outside any
     transaction and written in a short one, and a card whose phone or status changed meanwhile
-    is left to the next run. The cursor of the change feed does not move: stores take the new
-    hashes from a snapshot (an upgraded store takes a new one, docs/security.md).
+    is left to the next run. Each chunk's cards move to a new cursor of the change feed: stores
+    that hold them take the new hashes with their next sync.
     """
     key = hasher.key
     cards = schema.cards
@@ -109,6 +109,7 @@ async def rehash(
             break
         hashes = await hasher.hash_many(str(row.phone) for row in rows)
         async with db.write() as conn:
+            cursor = await next_cursor(conn)
             for row in rows:
                 result = await conn.execute(
                     cards.update()
@@ -117,7 +118,7 @@ async def rehash(
                         cards.c.phone == row.phone,
                         cards.c.status != "merged",
                     )
-                    .values(phone_hash=hashes[str(row.phone)])
+                    .values(phone_hash=hashes[str(row.phone)], cursor=cursor)
                 )
                 progress.converted += result.rowcount
         progress.checked += len(rows)

@@ -46,8 +46,9 @@ def test_the_systemd_credential_takes_the_place_of_the_configured_file(tmp_path:
     ("content", "problem"),
     [
         (None, "no phone key file"),
-        # The unit's empty SetCredential= fallback when the file was not installed.
         ("", "empty or not installed"),
+        # The unit's SetCredential= fallback when the file was not installed.
+        ("not-installed", "empty or not installed"),
         ("not json", "not JSON"),
         ('{"format": "bonus-phone-key/1", "key": "abcd", "memory_kib": 8, "time_cost": 1}', "32"),
     ],
