@@ -96,8 +96,19 @@ async def test_rehash_converts_older_cards_resumes_where_it_stopped_and_skips_me
         assert done.converted == 24 - 10
         assert await count_stale(db, key) == 0
         async with db.read() as conn:
-            result = await conn.execute(sa.select(schema.cards.c.number, schema.cards.c.phone_hash))
-            found = {row.number: row.phone_hash for row in result}
+            result = await conn.execute(
+                sa.select(schema.cards.c.number, schema.cards.c.phone_hash, schema.cards.c.cursor)
+            )
+            rows_after = {row.number: row for row in result}
+        found = {number: row.phone_hash for number, row in rows_after.items()}
+        # Converted cards moved to a newer cursor of the feed (stores take their new hashes);
+        # the one already converted did not move.
+        untouched = rows_after[str(rows[2]["number"])].cursor
+        assert all(
+            row.cursor > untouched
+            for number, row in rows_after.items()
+            if number not in (rows[2]["number"], merged["number"])
+        )
         for number, phone in phones.items():
             assert found[number] == key.hash(phone)
         # A merged card is found by phone through its primary only.
