@@ -22,7 +22,7 @@ from shared.protocol import Op, OpResult, UploadRequest, UploadResponse
 log = logging.getLogger(__name__)
 
 
-#: Registrations applied from one batch at most: each needs a slow phone hash (about 20 ms of a
+#: Registrations applied from one batch at most: each needs a slow phone hash (about 10 ms of a
 #: core), computed before the batch's transaction. The batch's operations from the next
 #: registration on are left for the store's next batch (``acked_seq`` tells it where to resume),
 #: so that an upload answers within the store's timeout even after a week offline.
