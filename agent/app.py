@@ -17,6 +17,7 @@ from agent.context import AgentContext
 from agent.db import Database
 from agent.http import CONFIG_KEY, SESSION_KEY, auth_middleware, error_middleware
 from agent.operations import Operations
+from agent.phonekey import PhoneHasher, load_phone_key
 from agent.providers import make_provider
 from agent.routes import CTX_KEY, OPS_KEY, VERIFY_KEY, add_routes
 from agent.sync import CentralClient, Syncer
@@ -47,6 +48,17 @@ def create_app(
         db = Database(config.db_path)
         await db.open()
         ctx = AgentContext(config=config, db=db, clock=clock or Clock())
+        source = load_phone_key(config.phone_key_file)
+        if source.key is not None:
+            ctx.phone_hasher = PhoneHasher(source.key)
+            log.info("phone key %s from %s", source.key.key_id, source.path)
+        else:
+            ctx.phone_key_problem = source.problem
+            log.error(
+                "%s: tills can find cards by number only (no lookup by phone, registration or "
+                "codes) until the chain's key is installed; see systemd/README.md",
+                source.problem,
+            )
         await ctx.load()
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=HTTP_CONNECTIONS_MAX),
@@ -82,6 +94,8 @@ def create_app(
                     await task
             await session.close()
             await db.close()
+            if ctx.phone_hasher is not None:
+                ctx.phone_hasher.close()
 
     app.cleanup_ctx.append(resources)
     return app

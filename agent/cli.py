@@ -73,7 +73,11 @@ async def serve(config: AgentConfig, config_path: Path | None) -> None:
     if interval is not None:
         watchdog = asyncio.create_task(watchdog_loop(notifier, interval, healthy))
     notifier.ready()
-    notifier.status(f"serving tills on {config.listen_host}:{config.listen_port}")
+    problem = app[CTX_KEY].phone_key_problem
+    notifier.status(
+        f"serving tills on {config.listen_host}:{config.listen_port}"
+        + (f"; NO LOOKUP BY PHONE: {problem}" if problem else "")
+    )
     try:
         await stop.wait()
     finally:
@@ -88,7 +92,8 @@ async def serve(config: AgentConfig, config_path: Path | None) -> None:
 
 
 def status(config: AgentConfig, as_json: bool) -> int:
-    """Print the running agent's status; exit 1 when it does not answer, 2 when redemption is off."""
+    """Print the running agent's status; exit 1 when it does not answer, 2 when redemption is off,
+    3 when cards cannot be found by phone."""
     url = f"http://{config.listen_host}:{config.listen_port}/pos/v1/status"
     if config.listen_host in ("0.0.0.0", "::"):
         url = f"http://127.0.0.1:{config.listen_port}/pos/v1/status"
@@ -116,14 +121,22 @@ def status(config: AgentConfig, as_json: bool) -> int:
             ),
             f"settings version:   {body['settings_version']}",
             f"cards in replica:   {body['cards']}",
+            "lookup by phone:    "
+            + (
+                f"allowed (phone key {body['phone_key_id']})"
+                if body["phone_lookup_allowed"]
+                else f"refused — {(body.get('phone_lookup_refusal') or {}).get('message', '')}"
+            ),
             f"message provider:   {body['provider']}"
             + (f" (last error: {body['provider_error']})" if body.get("provider_error") else ""),
         ]
-        for key in ("last_upload_error", "last_download_error"):
+        for key in ("phone_key_problem", "last_upload_error", "last_download_error"):
             if body.get(key):
                 lines.append(f"{key.replace('_', ' ')}: {body[key]}")
         print("\n".join(lines))
-    return 0 if body["redemption_allowed"] else 2
+    if not body["redemption_allowed"]:
+        return 2
+    return 0 if body["phone_lookup_allowed"] else 3
 
 
 def main(argv: list[str] | None = None) -> int:

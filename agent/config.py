@@ -81,6 +81,13 @@ class AgentConfig(BaseModel):
     data_dir: Path = Field(
         Path("var/agent"), description="Directory of the local journal database."
     )
+    phone_key_file: Path = Field(
+        Path("/etc/pharmacy-bonus/phone-key"),
+        description=(
+            "The chain's phone key file (bonus-central phone-key export); the systemd "
+            "credential phone-key takes its place when the unit passes one."
+        ),
+    )
     till_tokens: dict[str, SecretStr] = Field(
         default_factory=dict,
         description="Per-till bearer tokens by register id; empty = no token required.",

@@ -4,8 +4,9 @@ settings as last synced, and the redemption rule (fresh sync, offline caps)."""
 from __future__ import annotations
 
 import hashlib
-import hmac
+import logging
 import secrets
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -17,10 +18,14 @@ from agent.config import AgentConfig
 from agent.db import Database
 from agent.freshness import SyncMark, is_fresh, sync_age_s
 from agent.models import Refusal
+from agent.phonekey import PhoneHashBusy, PhoneHasher
 from shared.errors import MESSAGES_RU, BonusError, ErrorCode
+from shared.journal import Registration
 from shared.lots import local_date
 from shared.protocol import AuthorizeRequest, AuthorizeResponse
 from shared.settings import ProgramSettings
+
+log = logging.getLogger(__name__)
 
 #: A quick sync round the agent may try before refusing a redemption for staleness.
 QuickRound = Callable[[float], Awaitable[bool]]
@@ -49,7 +54,15 @@ class AgentContext:
     db: Database
     clock: Clock
     settings: ProgramSettings = field(default_factory=ProgramSettings)
-    phone_key: bytes = b""
+    #: Hashes phones with the chain's key (from outside the database); None without a key.
+    phone_hasher: PhoneHasher | None = None
+    #: Why there is no usable key (shown in the status), None when there is one.
+    phone_key_problem: str | None = None
+    #: The key id the central server announced last (kept in meta across restarts).
+    central_phone_key_id: str | None = None
+    #: The replica's phone hashes are of a key no longer used (an upgraded store before its
+    #: new snapshot): finding a card by phone would wrongly answer "not found".
+    phone_hashes_stale: bool = False
     code_key: bytes = b""
     freshness: Freshness = field(default_factory=lambda: Freshness(None, None))
     quick_round: QuickRound | None = None
@@ -65,18 +78,13 @@ class AgentContext:
     phones: dict[str, tuple[str, float]] = field(default_factory=dict)
 
     async def load(self) -> None:
-        """Read the settings, the phone key and the sync state from the database."""
+        """Read the settings and the sync state from the database."""
         conn = self.db.reader
         settings = store.get_meta(conn, "settings")
         if settings is not None:
             self.settings = ProgramSettings.model_validate(settings)
-        key = store.get_meta(conn, "phone_key")
-        if key is None:
-            key = secrets.token_hex(32)
-            await self.db.write(lambda wconn: store.set_meta(wconn, "phone_key", key))
-        self.phone_key = bytes.fromhex(key)
-        # The key of code hashes is the store's own and never changes (the phone key is
-        # replaced by the chain's at the first sync; a code sent before it must still confirm).
+        # The key of code hashes is the store's own and never changes; it needs no protection
+        # beyond the database's (a code is four digits, valid for minutes).
         code_key = store.get_meta(conn, "code_key")
         if code_key is None:
             code_key = secrets.token_hex(32)
@@ -88,6 +96,83 @@ class AgentContext:
             SyncMark.from_json(mark) if mark else None,
             datetime.fromisoformat(high_water) if high_water else None,
         )
+        self.central_phone_key_id = store.get_meta(conn, "central_phone_key_id")
+        self.phone_hashes_stale = bool(store.get_meta(conn, "phone_hashes_stale"))
+        await self.rehash_pending_registrations()
+
+    async def rehash_pending_registrations(self) -> None:
+        """Cards registered here and not yet acknowledged, hashed with another key (or none,
+        after the upgrade that removed the old one): hashed again from their registrations,
+        which carry the phone until the central server has it."""
+        if self.phone_hasher is None:
+            return
+        key = self.phone_hasher.key
+        conn = self.db.reader
+        acked = int(store.get_meta(conn, "acked_seq") or 0)
+        stale: dict[str, str] = {}
+        for entry in store.entries_after(conn, acked, 1_000_000):
+            registration = entry.operation
+            if not isinstance(registration, Registration) or registration.phone is None:
+                continue
+            card = store.find_card(conn, entry.card)
+            if card is not None and card.status != "merged" and not key.made_it(card.phone_hash):
+                stale[entry.card] = registration.phone
+        if not stale:
+            return
+        hashes = await self.phone_hasher.hash_many(stale.values())
+
+        def _write(wconn: sqlite3.Connection) -> None:
+            for number, phone10 in stale.items():
+                wconn.execute(
+                    "UPDATE cards SET phone_hash = ? WHERE number = ?", (hashes[phone10], number)
+                )
+
+        await self.db.write(_write)
+        log.info(
+            "hashed the phones of %d cards registered here with key %s", len(stale), key.key_id
+        )
+
+    def phone_refusal(self) -> BonusError | None:
+        """Why nothing can be done by phone right now, or None."""
+        if self.phone_hasher is None:
+            return BonusError(
+                ErrorCode.PHONE_LOOKUP_UNAVAILABLE,
+                reason="no_phone_key",
+                problem=self.phone_key_problem,
+            )
+        key_id = self.phone_hasher.key.key_id
+        if self.central_phone_key_id is not None and self.central_phone_key_id != key_id:
+            return BonusError(
+                ErrorCode.PHONE_LOOKUP_UNAVAILABLE,
+                "Поиск по телефону недоступен: на сервере аптеки не тот ключ телефонов. "
+                "Найдите карту по номеру и сообщите в техподдержку",
+                reason="wrong_phone_key",
+                key_id=key_id,
+                central_key_id=self.central_phone_key_id,
+            )
+        if self.phone_hashes_stale:
+            return BonusError(
+                ErrorCode.PHONE_LOOKUP_UNAVAILABLE,
+                "Поиск по телефону временно недоступен: данные карт обновляются после "
+                "обновления программы. Найдите карту по номеру или повторите позже",
+                reason="replica_updating",
+            )
+        return None
+
+    async def hash_phone(self, phone10: str) -> str:
+        """The keyed, slow hash under which the replica finds a phone's card (in a thread).
+
+        Refused with ``phone_lookup_unavailable`` when there is no usable key, and as busy when
+        too many hashes wait already.
+        """
+        refusal = self.phone_refusal()
+        if refusal is not None:
+            raise refusal
+        assert self.phone_hasher is not None
+        try:
+            return await self.phone_hasher.hash(phone10)
+        except PhoneHashBusy as exc:
+            raise BonusError(ErrorCode.SERVICE_BUSY, reason="phone_hashes_waiting") from exc
 
     async def record_high_water(self) -> None:
         """Remember the latest wall time seen, so a clock set back after a reboot is noticed."""
@@ -114,10 +199,6 @@ class AgentContext:
         conn = self.db.reader
         acked = int(store.get_meta(conn, "acked_seq") or 0)
         return store.last_seq(conn) - acked
-
-    def hash_phone(self, phone10: str) -> str:
-        """The keyed hash under which the replica finds a phone's card."""
-        return hmac.new(self.phone_key, phone10.encode("ascii"), hashlib.sha256).hexdigest()
 
     def today(self) -> date:
         """Today in the program's time zone."""

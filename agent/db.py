@@ -169,6 +169,22 @@ MIGRATIONS: Final[list[tuple[str, Migration]]] = [
         """,
     ),
     ("0004_typed_journal", _typed_journal),
+    (
+        "0005_phone_key_out_of_database",
+        """
+        -- The key of the phone hashes no longer lives here (agent/phonekey.py): a copy of this
+        -- database must give no phone away. The hashes made with the old key go with it: that
+        -- key is in every store's older backups, and with it they give the phones back in
+        -- seconds. Until a new snapshot brings the new hashes, lookups by phone answer that the
+        -- replica is being updated rather than "not found" (which would make cashiers register
+        -- known customers again); a store that never had a snapshot has nothing to update.
+        INSERT INTO meta (key, value)
+            SELECT 'phone_hashes_stale', 'true' WHERE EXISTS (SELECT 1 FROM meta WHERE key = 'cursor');
+        DELETE FROM meta WHERE key IN ('phone_key', 'cursor', 'cursor_card');
+        UPDATE cards SET phone_hash = NULL WHERE phone_hash IS NOT NULL;
+        UPDATE verifications SET phone_hash = '' WHERE phone_hash != '';
+        """,
+    ),
 ]
 
 
@@ -185,6 +201,9 @@ def _configure(conn: sqlite3.Connection) -> None:
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys=ON")
+    # What is deleted is overwritten with zeros, not left in free space: the phones and
+    # profiles removed from registrations once acknowledged, the hashes of an old key.
+    conn.execute("PRAGMA secure_delete=ON")
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
@@ -268,6 +287,8 @@ class Database:
         #: Set by the writer after a commit, cleared by the checkpointer when it starts.
         self._committed = threading.Event()
         self._closing = threading.Event()
+        #: The next checkpoint also empties the log (``truncate_log_soon``).
+        self._truncate = threading.Event()
         self.groups_committed = 0
         self.checkpoints = 0
 
@@ -326,6 +347,8 @@ class Database:
             conn = connect(self.path, checkpoint_pages=WRITER_CHECKPOINT_PAGES)
             migrate(conn)
             conn.execute(PHONE_INDEX_SQL)
+            # Old page images left in the write-ahead log (from before a deletion) go too.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except BaseException as exc:
             loop.call_soon_threadsafe(_settle, started, None, exc)
             return
@@ -378,6 +401,14 @@ class Database:
         for job, result, error in outcomes:
             job.loop.call_soon_threadsafe(_settle, job.future, result, error)
 
+    def truncate_log_soon(self) -> None:
+        """After a deletion that must not outlive it on disk (the phones of acknowledged
+        registrations): the next checkpoint empties the write-ahead log, whose older frames
+        still hold the pages from before it. It makes writers wait for the checkpoint's few
+        milliseconds, which is why it is done only when asked."""
+        self._truncate.set()
+        self._committed.set()
+
     def _checkpoint_loop(self) -> None:
         """Copy committed pages from the log into the database file, a burst at a time.
 
@@ -391,8 +422,12 @@ class Database:
                 if self._closing.wait(CHECKPOINT_DELAY_S):
                     return  # the last connection to close checkpoints what is left
                 self._committed.clear()
+                mode = "PASSIVE"
+                if self._truncate.is_set():
+                    self._truncate.clear()
+                    mode = "TRUNCATE"
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
                     self.checkpoints += 1
                 except sqlite3.Error:
                     log.exception("checkpoint failed; the next commit tries again")

@@ -338,4 +338,12 @@ class StatusResponse(Response):
     provider: str
     provider_error: str | None = None
     cards: int
+    phone_lookup_allowed: bool = Field(
+        description="Whether cards can be found by phone (and customers registered)."
+    )
+    phone_lookup_refusal: Refusal | None = None
+    phone_key_problem: str | None = Field(
+        None, description="Why the store has no usable phone key file, if it has none."
+    )
+    phone_key_id: str | None = Field(None, description="The id of the store's phone key.")
     version: str

@@ -193,7 +193,7 @@ class Operations:
         conn = self.ctx.db.reader
         if request.phone is not None:
             phone10 = parse_phone(request.phone)
-            card = await self._card_by_phone(self.ctx.hash_phone(phone10))
+            card = await self._card_by_phone(await self.ctx.hash_phone(phone10))
             if card is None:
                 raise BonusError(ErrorCode.CARD_NOT_FOUND)
             if card.status == "blocked":
@@ -688,7 +688,7 @@ class Operations:
         phone10 = parse_phone(request.phone)
         if not request.consents.personal_data:
             raise BonusError(ErrorCode.CONSENT_REQUIRED)
-        phone_hash = self.ctx.hash_phone(phone10)
+        phone_hash = await self.ctx.hash_phone(phone10)
         physical = parse_card_ref(request.card) if request.card is not None else None
 
         def _write(conn: sqlite3.Connection) -> tuple[RegisterResponse, bool]:

@@ -22,6 +22,7 @@ from agent.models import (
     HoldResponse,
     LookupRequest,
     LookupResponse,
+    Refusal,
     RegisterRequest,
     RegisterResponse,
     ReturnRequest,
@@ -73,6 +74,7 @@ async def status(request: web.Request) -> web.Response:
     provider = request.app[VERIFY_KEY].provider
     age = ctx.sync_age_s()
     refusal = ctx.redemption_refusal()
+    phone_refusal = ctx.phone_refusal()
     body = StatusResponse(
         store_id=ctx.config.store_id,
         online=ctx.online,
@@ -88,6 +90,12 @@ async def status(request: web.Request) -> web.Response:
         provider=provider.name,
         provider_error=provider.last_error,
         cards=store.count_cards(ctx.db.reader),
+        phone_lookup_allowed=phone_refusal is None,
+        phone_lookup_refusal=None
+        if phone_refusal is None
+        else Refusal(code=str(phone_refusal.code), message=phone_refusal.message),
+        phone_key_problem=ctx.phone_key_problem,
+        phone_key_id=ctx.phone_hasher.key.key_id if ctx.phone_hasher else None,
         version=_version(),
     )
     return model_response(body)
@@ -180,7 +188,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Find a card by phone, number or barcode",
         LookupResponse,
         LookupRequest,
-        (E.CARD_NOT_FOUND, E.CARD_BLOCKED, E.PHONE_INVALID),
+        (E.CARD_NOT_FOUND, E.CARD_BLOCKED, E.PHONE_INVALID, E.PHONE_LOOKUP_UNAVAILABLE),
     ),
     Endpoint(
         "POST",
@@ -189,7 +197,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Register a customer (a known phone returns its card)",
         RegisterResponse,
         RegisterRequest,
-        (E.PHONE_INVALID, E.CONSENT_REQUIRED, E.CARD_EXISTS, E.CARD_NOT_FOUND),
+        (
+            E.PHONE_INVALID,
+            E.CONSENT_REQUIRED,
+            E.CARD_EXISTS,
+            E.CARD_NOT_FOUND,
+            E.PHONE_LOOKUP_UNAVAILABLE,
+        ),
         status=201,
     ),
     Endpoint(
@@ -203,6 +217,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             E.CARD_NOT_FOUND,
             E.CARD_BLOCKED,
             E.PHONE_INVALID,
+            E.PHONE_LOOKUP_UNAVAILABLE,
             E.VERIFICATION_RATE_LIMITED,
             E.PROVIDER_UNAVAILABLE,
             E.PROVIDER_NO_BALANCE,

@@ -33,7 +33,6 @@ from agent.bootstrap import (
 )
 from agent.context import AgentContext
 from agent.replica import apply_card_states
-from shared.journal import Registration
 from shared.protocol import (
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
@@ -246,7 +245,7 @@ class Syncer:
                     f"{hello.protocol_min}..{hello.protocol_max}: upgrade the agent"
                 )
             ctx.central_clock_offset_s = (hello.server_time - ctx.clock.now()).total_seconds()
-            await self._adopt_phone_key(hello.phone_key)
+            await self._note_phone_key(hello.phone_key_id)
             if store.get_meta(ctx.db.reader, "cursor") is None:
                 await self._bootstrap()
         except SyncError as exc:
@@ -272,27 +271,23 @@ class Syncer:
         await ctx.record_sync(server_time)
         log.info("sync round complete: acked up to %d, cursor %d", target_seq, checkpoint)
 
-    async def _adopt_phone_key(self, key_hex: str) -> None:
+    async def _note_phone_key(self, key_id: str) -> None:
+        """Remember which key the chain's phone hashes are made with: a store whose key file is
+        another one cannot find its customers by phone, and must say so rather than "not found"
+        (the key itself never travels; ``bonus-central phone-key export`` provides it)."""
         ctx = self.ctx
-        if ctx.phone_key.hex() == key_hex:
-            return
-        ctx.phone_key = bytes.fromhex(key_hex)
-
-        def _write(conn: sqlite3.Connection) -> None:
-            store.set_meta(conn, "phone_key", key_hex)
-            # Cards registered here before the first sync were hashed with a local key: rehash
-            # them from their registrations, which still carry the phone until acknowledged.
-            acked = int(store.get_meta(conn, "acked_seq") or 0)
-            for entry in store.entries_after(conn, acked, 1_000_000):
-                registration = entry.operation
-                if isinstance(registration, Registration) and registration.phone:
-                    conn.execute(
-                        "UPDATE cards SET phone_hash = ? WHERE number = ?",
-                        (ctx.hash_phone(registration.phone), entry.card),
-                    )
-
-        await ctx.db.write(_write)
-        log.info("adopted the chain's phone key")
+        if ctx.central_phone_key_id != key_id:
+            await ctx.db.write(lambda conn: store.set_meta(conn, "central_phone_key_id", key_id))
+            ctx.central_phone_key_id = key_id
+        own = ctx.phone_hasher.key.key_id if ctx.phone_hasher is not None else None
+        if own != key_id:
+            log.error(
+                "the chain's phone hashes are of key %s and this store has %s: install the key "
+                "file from `bonus-central phone-key export` and restart; no lookups by phone "
+                "until then",
+                key_id,
+                own or "none",
+            )
 
     async def _bootstrap(self) -> None:
         """Load every card from the central server's snapshot, then follow the change feed.
@@ -344,6 +339,8 @@ class Syncer:
                 # Saved in the same transaction as the last cards: the snapshot is complete.
                 store.set_meta(conn, "cursor", cursor)
                 store.set_meta(conn, "cursor_card", None)
+                # Every card now has the chain's current phone hash (after an upgrade).
+                conn.execute("DELETE FROM meta WHERE key = 'phone_hashes_stale'")
                 return stored
 
             count += await ctx.db.write(last)
@@ -354,6 +351,7 @@ class Syncer:
             await self._end_bootstrap(writing, complete)
         if settings.version >= ctx.settings.version:
             ctx.settings = settings
+        ctx.phone_hashes_stale = False
         log.info("bootstrapped %d cards from the snapshot at cursor %d", count, cursor)
 
     async def _end_bootstrap(self, writing: asyncio.Future[int] | None, complete: bool) -> None:
@@ -440,16 +438,19 @@ class Syncer:
                 )
 
     async def _set_acked(self, acked_seq: int) -> None:
-        def _write(conn: sqlite3.Connection) -> None:
+        def _write(conn: sqlite3.Connection) -> int:
             store.set_meta(conn, "acked_seq", acked_seq)
             # The store keeps no names or phone numbers once the central server has them.
-            conn.execute(
+            removed = conn.execute(
                 "UPDATE journal SET payload = json_set(payload, '$.phone', NULL, '$.profile', NULL) "
                 "WHERE kind = 'register' AND seq <= ? AND json_extract(payload, '$.phone') IS NOT NULL",
                 (acked_seq,),
-            )
+            ).rowcount
+            return int(removed)
 
-        await self.ctx.db.write(_write)
+        if await self.ctx.db.write(_write):
+            # secure_delete zeroes them in the database file; the log's old frames go too.
+            self.ctx.db.truncate_log_soon()
 
     async def _pull_until(self, checkpoint: int) -> datetime:
         """Pull pages of changes until the cursor includes ``checkpoint``; returns server time."""

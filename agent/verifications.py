@@ -55,7 +55,8 @@ class Verifications:
             raise BonusError(ErrorCode.CARD_BLOCKED)
         if request.phone is not None:
             phone10 = parse_phone(request.phone)
-            if ctx.hash_phone(phone10) != card.phone_hash:
+            phone_hash = await ctx.hash_phone(phone10)
+            if phone_hash != card.phone_hash:
                 raise BonusError(ErrorCode.PHONE_INVALID, reason="not the phone of this card")
         else:
             phone10 = ctx.known_phone(card.number) or ""
@@ -65,7 +66,7 @@ class Verifications:
                     "Нужен номер телефона покупателя: найдите карту по телефону или укажите его",
                     field="phone",
                 )
-        phone_hash = ctx.hash_phone(phone10)
+            phone_hash = await ctx.hash_phone(phone10)
         if phone_hash in self._sending:
             raise BonusError(
                 ErrorCode.VERIFICATION_RATE_LIMITED,

@@ -47,12 +47,12 @@ from pathlib import Path
 from typing import IO, Any
 
 import aiohttp
-from central_common import wait_http
+from central_common import BENCH_PHONE_HASH, wait_http
 
 from shared.cards import new_virtual_card_number
 from shared.codec import wallet_to_json
 from shared.lots import Lot, LotSource, Wallet, purchase_expiry
-from shared.phones import phone_hash, phone_last4
+from shared.phones import PHONE_KEY_BYTES, PhoneHashParams, PhoneKey, phone_last4
 
 GOAL_LOOKUP_P99_MS = 2.0
 GOAL_CALCULATE_P99_MS = 2.0
@@ -80,10 +80,19 @@ def free_port() -> int:
 class AgentProcess:
     """``bonus-agent serve`` over one data directory, as a child process."""
 
-    def __init__(self, work_dir: Path, log_level: str) -> None:
+    def __init__(
+        self, work_dir: Path, log_level: str, phone_hash: PhoneHashParams = BENCH_PHONE_HASH
+    ) -> None:
         self.work_dir = work_dir
         self.data_dir = work_dir / "data"
         self.log_level = log_level
+        #: The store's phone key file (a key of no chain: these agents never sync). The
+        #: benchmark's cost is argon2's least; ``bench/phone_hash.py`` measures the production one.
+        self.phone_key = PhoneKey(secrets.token_bytes(PHONE_KEY_BYTES), phone_hash)
+        self.phone_key_file = work_dir / "phone-key"
+        work_dir.mkdir(parents=True, exist_ok=True)
+        self.phone_key_file.write_text(self.phone_key.to_text(), encoding="utf-8")
+        self.phone_key_file.chmod(0o600)
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -115,6 +124,7 @@ class AgentProcess:
             BONUS_AGENT_PROVIDER__KIND="file",
             BONUS_AGENT_PROVIDER__FILE_PATH=str(self.work_dir / "messages.jsonl"),
             BONUS_AGENT_LOG_LEVEL=self.log_level,
+            BONUS_AGENT_PHONE_KEY_FILE=str(self.phone_key_file),
         )
         self._log = (self.work_dir / "agent.log").open("ab")
         started = time.perf_counter()
@@ -300,8 +310,9 @@ class TillPlan:
 
     port: int
     till: int
-    #: ``customers`` (lookup, calculate, sale), ``lookups`` (9 by card : 1 by phone) or
-    #: ``floor`` (a path that does not exist: HTTP and middlewares, no SQL).
+    #: ``customers`` (lookup, calculate, sale), ``lookups`` (9 by card : 1 by phone),
+    #: ``phones`` (every lookup by phone), ``cards`` (every lookup by card) or ``floor`` (a path that does not exist: HTTP and
+    #: middlewares, no SQL).
     program: str
     cards: list[str]
     phones: list[str]
@@ -322,6 +333,10 @@ def run_till(plan: TillPlan) -> tuple[Results, int]:
         card = plan.cards[n]
         if plan.program == "floor":
             client.post("http floor", "/pos/v1/nowhere", {}, 404)
+        elif plan.program == "phones":
+            client.post("lookup by phone", "/pos/v1/cards/lookup", {"phone": plan.phones[n]})
+        elif plan.program == "cards":
+            client.post("lookup by card", "/pos/v1/cards/lookup", {"card": card})
         elif plan.program == "lookups":
             # Nine lookups in ten by the scanned card, one by the phone the customer says.
             by_phone = plan.phones and rng.random() >= 0.9
@@ -645,14 +660,11 @@ def wallet_json(rng: random.Random, today: date) -> str:
     )
 
 
-def seed_cards(db_path: Path, count: int, seed: int) -> tuple[list[str], list[str]]:
+def seed_cards(db_path: Path, count: int, seed: int, key: PhoneKey) -> tuple[list[str], list[str]]:
     """Insert ``count`` cards into the agent's (stopped) database; returns numbers and phones."""
     rng = random.Random(seed)
     conn = sqlite3.connect(db_path, isolation_level=None)
     try:
-        key_row = conn.execute("SELECT value FROM meta WHERE key = 'phone_key'").fetchone()
-        assert key_row is not None, "the agent created its phone key on its first start"
-        key = bytes.fromhex(json.loads(key_row[0]))
         today = datetime.now(UTC).date()
         numbers, phones, rows = [], [], []
         for n in range(count):
@@ -662,7 +674,7 @@ def seed_cards(db_path: Path, count: int, seed: int) -> tuple[list[str], list[st
             rows.append(
                 (
                     number,
-                    phone_hash(phone10, key),
+                    key.hash(phone10),
                     phone_last4(phone10),
                     wallet,
                     wallet,
@@ -698,11 +710,11 @@ class MemoryResult:
 
 async def memory_part(args: argparse.Namespace, work_dir: Path) -> MemoryResult:
     agent = AgentProcess(work_dir, args.log_level)
-    # The first start creates the schema and the phone key; the cards go in while it is stopped.
+    # The first start creates the schema; the cards go in while it is stopped.
     with running(agent):
         pass
     started = time.perf_counter()
-    numbers, phones = seed_cards(agent.db_path, args.cards, args.seed)
+    numbers, phones = seed_cards(agent.db_path, args.cards, args.seed, agent.phone_key)
     seed_s = time.perf_counter() - started
     db_bytes = agent.db_path.stat().st_size
     start_s = agent.start()

@@ -230,6 +230,7 @@ def run(args: argparse.Namespace, work_dir: Path) -> bool:
             central_url=central.base_url,
             token=tokens[STORE_ID],
             log_level="INFO",
+            phone_key=key,
             # The scheduled rounds after the first one must not disturb the measure.
             extra_env={"BONUS_AGENT_SYNC_INTERVAL_S": "3600", "BONUS_AGENT_SYNC_JITTER_S": "0"},
         )

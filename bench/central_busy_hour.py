@@ -63,6 +63,7 @@ from central_common import (
 )
 
 from shared.lots import local_date
+from shared.phones import PhoneKey
 from shared.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, STORE_HEADER
 from shared.settings import ProgramSettings
 
@@ -319,7 +320,7 @@ async def wait_synced(
         await asyncio.sleep(interval_s)
 
 
-def prepare(args: argparse.Namespace, url: str) -> dict[str, str]:
+def prepare(args: argparse.Namespace, url: str) -> tuple[PhoneKey, dict[str, str]]:
     """Migrate, register the store, settings without codes, seed the customers."""
     key, tokens = asyncio.run(prepare_central(url, [STORE_ID, WARM_STORE_ID]))
     asyncio.run(
@@ -330,7 +331,7 @@ def prepare(args: argparse.Namespace, url: str) -> dict[str, str]:
     today = local_date(datetime.now(UTC), ProgramSettings().zone)
     seeded = seed_central(url, seed_cards(0, args.cards, today, random.Random(args.seed)), key)
     print(f"  seeded {seeded[0]:,} cards with {seeded[1]:,} lots (the store's customers)")
-    return tokens
+    return key, tokens
 
 
 @dataclass
@@ -459,7 +460,13 @@ def print_round(measured: Round) -> None:
     )
 
 
-async def run(args: argparse.Namespace, work_dir: Path, url: str, tokens: dict[str, str]) -> bool:
+async def run(
+    args: argparse.Namespace,
+    work_dir: Path,
+    url: str,
+    tokens: dict[str, str],
+    phone_key: PhoneKey,
+) -> bool:
     central = CentralServer(work_dir, url, log_level="INFO")
     await asyncio.to_thread(central.start)
     relay = Relay(central.port)
@@ -470,6 +477,7 @@ async def run(args: argparse.Namespace, work_dir: Path, url: str, tokens: dict[s
         central_url=f"http://127.0.0.1:{relay.port}",
         token=tokens[STORE_ID],
         log_level="INFO",
+        phone_key=phone_key,
         # Rounds every 5 s (the shortest interval allowed), retried within a second: while the
         # central server is down the agent keeps failing and retrying, so the first request
         # after it is back starts the round measured here.
@@ -564,8 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {code_source()}")
     try:
         with database(args.db, work_dir, args.pg_url, "bench_busy_hour") as url:
-            tokens = prepare(args, url)
-            passed = asyncio.run(run(args, work_dir, url, tokens))
+            phone_key, tokens = prepare(args, url)
+            passed = asyncio.run(run(args, work_dir, url, tokens, phone_key))
     finally:
         if args.keep:
             print(f"kept {work_dir}")

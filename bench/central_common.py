@@ -63,9 +63,15 @@ from shared.lots import (
     local_date,
     purchase_expiry,
 )
-from shared.phones import phone_hash, phone_last4
+from shared.phones import PhoneHashParams, PhoneKey, phone_last4
 from shared.receipts import Line, max_redeem
 from shared.settings import ProgramSettings
+
+#: The phone hash cost of the chain in these benchmarks: argon2's least (microseconds), so that
+#: seeding a million cards takes seconds. ``bench/phone_hash.py`` measures the production cost,
+#: and ``central_ingest.py`` (at the production cost unless ``--phone-hash bench``) its share
+#: of an upload.
+BENCH_PHONE_HASH = PhoneHashParams(memory_kib=8, time_cost=1)
 
 REPO = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60.0
@@ -202,6 +208,8 @@ class CentralServer(Process):
         self.workers = workers
         self.log_level = log_level
         self.port = free_port()
+        #: The cost of the phone hashes the server makes (registrations in uploads).
+        self.phone_hash = BENCH_PHONE_HASH
         #: Python run in the server process before ``bonus-central serve`` (experiments only).
         self.preamble = preamble
 
@@ -217,6 +225,8 @@ class CentralServer(Process):
             BONUS_CENTRAL_LISTEN_PORT=str(self.port),
             BONUS_CENTRAL_LOG_LEVEL=self.log_level,
             BONUS_CENTRAL_WORKERS=str(self.workers),
+            BONUS_CENTRAL_PHONE_HASH_MEMORY_KIB=str(self.phone_hash.memory_kib),
+            BONUS_CENTRAL_PHONE_HASH_TIME_COST=str(self.phone_hash.time_cost),
         )
         return env
 
@@ -265,8 +275,11 @@ class AgentServer(Process):
         token: str,
         log_level: str = "INFO",
         extra_env: dict[str, str] | None = None,
+        phone_key: PhoneKey | None = None,
     ) -> None:
         super().__init__("agent", work_dir)
+        #: The chain's key file, as the store's installer puts it beside the agent.
+        self.phone_key = phone_key
         self.data_dir = work_dir / "agent-data"
         self.port = free_port()
         self.store_id = store_id
@@ -292,6 +305,11 @@ class AgentServer(Process):
             BONUS_AGENT_PROVIDER__FILE_PATH=str(self.work_dir / "messages.jsonl"),
             BONUS_AGENT_LOG_LEVEL=self.log_level,
         )
+        if self.phone_key is not None:
+            key_file = self.work_dir / "phone-key"
+            key_file.write_text(self.phone_key.to_text(), encoding="utf-8")
+            key_file.chmod(0o600)
+            env["BONUS_AGENT_PHONE_KEY_FILE"] = str(key_file)
         env.update(self.extra_env)
         self.spawn([sys.executable, "-m", "agent.cli", "serve"], env)
         if wait:
@@ -477,11 +495,13 @@ def database(
 # --- the central database, prepared in bulk ----------------------------------------------------
 
 
-async def prepare_central(url: str, store_ids: list[str]) -> tuple[bytes, dict[str, str]]:
-    """Migrate, register the stores; returns (phone key, token by store)."""
+async def prepare_central(
+    url: str, store_ids: list[str], phone_hash: PhoneHashParams = BENCH_PHONE_HASH
+) -> tuple[PhoneKey, dict[str, str]]:
+    """Migrate, register the stores; returns (the chain's phone key, token by store)."""
     from central.db import Database, migrate
+    from central.phones import load_phone_key
     from central.stores import add_store
-    from central.sync import phone_key
 
     if url.startswith("sqlite"):
         sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -493,7 +513,7 @@ async def prepare_central(url: str, store_ids: list[str]) -> tuple[bytes, dict[s
         async with db.write() as conn:
             for store_id in store_ids:
                 tokens[store_id] = await add_store(conn, store_id, f"Аптека {store_id}", now)
-        return await phone_key(db), tokens
+        return await load_phone_key(db, phone_hash), tokens
     finally:
         await db.close()
 
@@ -554,13 +574,13 @@ def seed_cards(first: int, count: int, today: date, rng: random.Random) -> Itera
 
 
 def _seed_rows(
-    cards: list[SeedCard], key: bytes, now: datetime
+    cards: list[SeedCard], key: PhoneKey, now: datetime
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     card_rows = []
     lot_rows = []
     tx_rows = []
     for card in cards:
-        card_rows.append((card.number, card.phone, phone_hash(card.phone, key), now))
+        card_rows.append((card.number, card.phone, key.hash(card.phone), now))
         for lot in card.lots:
             lot_rows.append(
                 (
@@ -588,7 +608,7 @@ SEED_CHUNK = 20_000
 
 
 def seed_central(
-    url: str, cards: Iterator[SeedCard], key: bytes, *, sqlite_analyze: bool = False
+    url: str, cards: Iterator[SeedCard], key: PhoneKey, *, sqlite_analyze: bool = False
 ) -> tuple[int, int, int]:
     """Insert cards, their lots and the journal rows that explain them, in bulk.
 
@@ -611,7 +631,7 @@ def _sqlite_time(moment: datetime) -> str:
 
 
 def _seed_sqlite(
-    path: Path, cards: Iterator[SeedCard], key: bytes, now: datetime, analyze: bool
+    path: Path, cards: Iterator[SeedCard], key: PhoneKey, now: datetime, analyze: bool
 ) -> tuple[int, int, int]:
     conn = sqlite3.connect(path, isolation_level=None)
     totals = [0, 0, 0]
@@ -657,7 +677,7 @@ def _seed_sqlite(
 
 
 async def _seed_postgres(
-    url: str, cards: Iterator[SeedCard], key: bytes, now: datetime
+    url: str, cards: Iterator[SeedCard], key: PhoneKey, now: datetime
 ) -> tuple[int, int, int]:
     import asyncpg
 
@@ -887,8 +907,8 @@ class StoreSim:
         return self._op(operation, op_id)
 
 
-def phone_hash_of(index: int, key: bytes) -> str:
-    return phone_hash(phone_of(index), key)
+def phone_hash_of(index: int, key: PhoneKey) -> str:
+    return key.hash(phone_of(index))
 
 
 def phone_tail(index: int) -> str:

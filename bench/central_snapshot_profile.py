@@ -95,7 +95,7 @@ class Steps:
         return total
 
 
-async def central_side(url: str, key_hex: str, steps: Steps) -> tuple[list[bytes], bytes]:
+async def central_side(url: str, steps: Steps) -> tuple[list[bytes], bytes]:
     """The snapshot as ``central.api.snapshot`` writes it; returns its chunks and the raw JSON."""
     db = Database(url)
     compressor = zlib.compressobj(SNAPSHOT_GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
@@ -126,7 +126,6 @@ async def central_side(url: str, key_hex: str, steps: Steps) -> tuple[list[bytes
             header = SnapshotHeader(
                 cursor=head,
                 settings=settings,
-                phone_key=key_hex,
                 cards=0,
                 server_time=datetime.now(UTC),
             )
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"  {load_text()}")
             central_steps = Steps()
-            chunks, raw = asyncio.run(central_side(url, key.hex(), central_steps))
+            chunks, raw = asyncio.run(central_side(url, central_steps))
             central_steps.report("central server, snapshot", args.cards)
         compressed = sum(len(c) for c in chunks)
         print(

@@ -55,11 +55,13 @@ from central_common import (
 )
 from sqlalchemy import event
 
+from agent.phonekey import PhoneHasher
 from central import apply as central_apply
 from central import ledger as central_ledger
 from central import sync as central_sync
 from central.db import Database
 from shared.lots import local_date
+from shared.phones import PhoneKey
 from shared.protocol import UploadRequest
 from shared.settings import ProgramSettings
 from shared.web import parse_json
@@ -175,9 +177,10 @@ def instrument(db: Database, timers: Timers) -> None:
 
 
 async def run_batches(
-    url: str, workload: central_ingest.Workload, key: bytes, profile: cProfile.Profile | None
+    url: str, workload: central_ingest.Workload, key: PhoneKey, profile: cProfile.Profile | None
 ) -> tuple[Timers, float, int, int]:
     db = Database(url)
+    hasher = PhoneHasher(key)
     timers = Timers()
     instrument(db, timers)
     ops = rejected = 0
@@ -196,7 +199,7 @@ async def run_batches(
         for sid, body in order:
             with timers.phase("parse (json + pydantic)"):
                 batch = UploadRequest.model_validate(parse_json(body))
-            result = await central_sync.upload(db, sid, batch, datetime.now(UTC), key)
+            result = await central_sync.upload(db, sid, batch, datetime.now(UTC), hasher)
             ops += len(result.results)
             rejected += sum(1 for r in result.results if r.status == "rejected")
         if profile is not None:
@@ -205,6 +208,7 @@ async def run_batches(
         timers.cpu = (time.process_time() - own, postgres_cpu_seconds(url) - pg)  # type: ignore[attr-defined]
         return timers, time.perf_counter() - started, ops, rejected
     finally:
+        hasher.close()
         await db.close()
 
 
@@ -258,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             key, _tokens = asyncio.run(prepare_central(url, store_ids))
             today = local_date(datetime.now(UTC), ProgramSettings().zone)
             seed_central(url, seed_cards(0, args.seed_cards, today, random.Random(args.seed)), key)
-            workload = central_ingest.build_workload(args, key, args.seed)
+            workload = central_ingest.build_workload(args, args.seed)
             profile = cProfile.Profile() if args.cprofile else None
             if args.pg_statements:
                 asyncio.run(pg_statement_reset(url))

@@ -634,7 +634,7 @@ def run(
 ) -> int:
     """Start the chain, soak it, report; the exit status."""
     store_ids = [f"soak-{i + 1:02d}" for i in range(args.agents)]
-    _, tokens = asyncio.run(prepare_central(url, store_ids))
+    phone_key, tokens = asyncio.run(prepare_central(url, store_ids))
     asyncio.run(
         set_central_settings(
             url, {"redemption_confirmation": "none", "registration_confirmation": "none"}
@@ -652,6 +652,7 @@ def run(
             central_url=central.base_url,
             token=tokens[store_id],
             log_level="WARNING",
+            phone_key=phone_key,
             extra_env={
                 "BONUS_AGENT_SYNC_INTERVAL_S": str(args.sync_interval_s),
                 "BONUS_AGENT_SYNC_JITTER_S": str(min(5.0, args.sync_interval_s / 4)),

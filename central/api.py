@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import ValidationError
 
+from agent.phonekey import PhoneHasher
 from central import feed, schema
 from central.authorize import authorize
 from central.db import Database, head_cursor
@@ -44,7 +45,11 @@ from shared.web import Handler, model_response, parse_body, validation_details
 CARD_PARAM_MAX = 40
 
 DB_KEY = web.AppKey("db", Database)
+#: The legacy HMAC key of protocol 1 (``meta.phone_key``), for answering stores not yet
+#: upgraded; protocol 2 never sends a key.
 PHONE_KEY = web.AppKey("phone_key", bytes)
+#: The chain's phone key (slow hashes) with its threads: registrations are hashed with it.
+PHONE_HASHER_KEY = web.AppKey("phone_hasher", PhoneHasher)
 STORE_KEY = web.RequestKey("store", Store)
 PROTOCOL_KEY = web.RequestKey("protocol", int)
 AUTH_HOLD_KEY = web.AppKey("authorization_hold_s", int)
@@ -116,18 +121,30 @@ async def hello(request: web.Request) -> web.Response:
     store = request[STORE_KEY]
     async with request.app[DB_KEY].read() as conn:
         head = await head_cursor(conn)
-    greeting = Hello(
-        protocol_min=PROTOCOL_MIN,
-        protocol_max=PROTOCOL_MAX,
-        server_time=now(),
-        store_id=store.store_id,
-        phone_key=request.app[PHONE_KEY].hex(),
-        last_applied_seq=store.last_applied_seq,
-        head_cursor=head,
-    )
     if request[PROTOCOL_KEY] == protocol_v1.VERSION:
-        return model_response(protocol_v1.HelloV1.model_validate(greeting.model_dump()))
-    return model_response(greeting)
+        # A store not yet upgraded: its greeting, with the legacy key its replica hashes with.
+        return model_response(
+            protocol_v1.HelloV1(
+                protocol_min=PROTOCOL_MIN,
+                protocol_max=PROTOCOL_MAX,
+                server_time=now(),
+                store_id=store.store_id,
+                phone_key=request.app[PHONE_KEY].hex(),
+                last_applied_seq=store.last_applied_seq,
+                head_cursor=head,
+            )
+        )
+    return model_response(
+        Hello(
+            protocol_min=PROTOCOL_MIN,
+            protocol_max=PROTOCOL_MAX,
+            server_time=now(),
+            store_id=store.store_id,
+            phone_key_id=request.app[PHONE_HASHER_KEY].key.key_id,
+            last_applied_seq=store.last_applied_seq,
+            head_cursor=head,
+        )
+    )
 
 
 async def upload_batch(request: web.Request) -> web.Response:
@@ -138,7 +155,9 @@ async def upload_batch(request: web.Request) -> web.Response:
         if v1
         else (await parse_body(request, UploadRequest)).ops
     )
-    result = await upload(request.app[DB_KEY], store.store_id, ops, now(), request.app[PHONE_KEY])
+    result = await upload(
+        request.app[DB_KEY], store.store_id, ops, now(), request.app[PHONE_HASHER_KEY]
+    )
     if v1:
         return model_response(
             UploadResponseV1(
@@ -244,7 +263,6 @@ async def snapshot(request: web.Request) -> web.StreamResponse:
         header = SnapshotHeader(
             cursor=head,
             settings=settings,
-            phone_key=request.app[PHONE_KEY].hex(),
             cards=int(total or 0),
             server_time=now(),
         )

@@ -10,11 +10,20 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from central.api import AUTH_HOLD_KEY, DB_KEY, PHONE_KEY, add_sync_routes, store_auth_middleware
+from agent.phonekey import PhoneHasher
+from central.api import (
+    AUTH_HOLD_KEY,
+    DB_KEY,
+    PHONE_HASHER_KEY,
+    PHONE_KEY,
+    add_sync_routes,
+    store_auth_middleware,
+)
 from central.config import CentralConfig
 from central.db import Database, migrate
 from central.expiry import expire
 from central.office_api import add_office_routes, office_middleware
+from central.phones import load_phone_key
 from central.program import current_settings
 from central.sync import phone_key
 from shared.lots import local_date
@@ -48,6 +57,10 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
         await migrate(db.engine)
         app[DB_KEY] = db
         app[PHONE_KEY] = await phone_key(db)
+        hasher = PhoneHasher(
+            await load_phone_key(db, config.phone_hash_params), threads=config.phone_hash_threads
+        )
+        app[PHONE_HASHER_KEY] = hasher
         tasks = []
         if run_expiry:
             tasks.append(asyncio.create_task(_daily_expiry(db, config.expiry_hour), name="expiry"))
@@ -59,6 +72,7 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            hasher.close()
             await db.close()
 
     app.cleanup_ctx.append(resources)

@@ -11,6 +11,7 @@ and does not block the ones behind it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -46,7 +47,6 @@ from shared.journal import (
     accrual_lot_id,
 )
 from shared.lots import Allocation, Wallet, local_date
-from shared.phones import phone_hash
 from shared.protocol import Difference, Op, OpResult, Rejection, auth_hold_id
 from shared.returns import ReturnExceedsSale
 
@@ -69,7 +69,8 @@ class ApplyContext:
 
     store_id: str
     book: SettingsBook
-    phone_key: bytes
+    #: phone → its hash, computed before the batch's transaction (``sync.upload``).
+    phone_hashes: Mapping[str, str]
     now: datetime
     receipts: dict[str, dict[str, Any]] = field(default_factory=dict)  # receipt_id → row
     new_receipts: set[str] = field(default_factory=set)
@@ -280,7 +281,7 @@ async def _register(tx: LedgerTx, ctx: ApplyContext, op: Op) -> Outcome:
             "merged_into": primary,
             "phone": phone,
             # A merged card is found by phone through its primary only.
-            "phone_hash": None if primary else phone_hash(phone, ctx.phone_key),
+            "phone_hash": None if primary else ctx.phone_hashes[phone],
             "virtual": registration.virtual,
             "created_store": ctx.store_id,
             "created_at": ctx.now,

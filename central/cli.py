@@ -20,12 +20,14 @@ from pydantic import ValidationError
 
 from agent.logs import setup_logging
 from agent.notify import SystemdNotifier
+from agent.phonekey import PhoneHasher
 from central import stores
 from central.app import create_app
 from central.config import CentralConfig, ConfigError, load_config
 from central.db import Database, migrate
 from central.expiry import expire
 from central.invariants import check_invariants
+from central.phones import RehashProgress, count_stale, load_phone_key, rehash
 from central.program import current_settings, set_settings
 from central.staff import Permission, StaffExists, add_staff
 from central.workers import supervise
@@ -124,6 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     set_parser = settings_commands.add_parser("set", help="a new settings version: KEY=VALUE …")
     set_parser.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
     commands.add_parser("check", help="check the ledger's invariants")
+    phone_key = commands.add_parser("phone-key", help="the chain's key of phone hashes")
+    phone_key_commands = phone_key.add_subparsers(dest="phone_key_command", required=True)
+    export = phone_key_commands.add_parser(
+        "export", help="write the key file a store's installer puts at the store"
+    )
+    export.add_argument("path", help="the file to write (mode 0600), or - for standard output")
+    export.add_argument("--force", action="store_true", help="replace an existing file")
+    phones = commands.add_parser("phones", help="the cards' phone hashes")
+    phones_commands = phones.add_subparsers(dest="phones_command", required=True)
+    rehash_parser = phones_commands.add_parser(
+        "rehash", help="hash the phones of cards made before the current key (resumable)"
+    )
+    rehash_parser.add_argument(
+        "--check", action="store_true", help="only count the cards still to hash"
+    )
     staff = commands.add_parser("staff", help="office accounts")
     staff_commands = staff.add_subparsers(dest="staff_command", required=True)
     staff_add = staff_commands.add_parser("add", help="create an office account")
@@ -163,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_with_db(config, lambda db: _staff_command(db, args, now)))
     if args.command == "settings":
         return asyncio.run(_with_db(config, lambda db: _settings_command(db, args, now)))
+    if args.command == "phone-key":
+        return asyncio.run(_with_db(config, lambda db: _export_phone_key(db, config, args)))
+    if args.command == "phones":
+        return asyncio.run(_with_db(config, lambda db: _rehash(db, config, args.check)))
     return asyncio.run(_with_db(config, _check))
 
 
@@ -255,6 +276,52 @@ async def _staff_command(db: Database, args: argparse.Namespace, now: datetime) 
         print(f"login {args.login} is taken", file=sys.stderr)
         return 1
     print(f"account {args.login} created with {', '.join(sorted(permissions)) or 'no permissions'}")
+    return 0
+
+
+async def _export_phone_key(db: Database, config: CentralConfig, args: argparse.Namespace) -> int:
+    key = await load_phone_key(db, config.phone_hash_params)
+    text = key.to_text()
+    if args.path == "-":
+        sys.stdout.write(text)
+    else:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if args.force else os.O_EXCL)
+        try:
+            descriptor = os.open(args.path, flags, 0o600)
+        except FileExistsError:
+            print(f"{args.path} exists: --force replaces it", file=sys.stderr)
+            return 1
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+    print(
+        f"phone key {key.key_id} ({key.params.memory_kib} KiB, {key.params.time_cost} passes): "
+        "install it at each store as /etc/pharmacy-bonus/phone-key, root-only (systemd/README.md)",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _rehash(db: Database, config: CentralConfig, check_only: bool) -> int:
+    key = await load_phone_key(db, config.phone_hash_params)
+    stale = await count_stale(db, key)
+    print(f"cards to hash with phone key {key.key_id}: {stale}", flush=True)
+    if check_only or not stale:
+        return 0
+    hasher = PhoneHasher(key, threads=config.phone_hash_threads)
+
+    def report(progress: RehashProgress) -> None:
+        rate = progress.converted / progress.elapsed_s if progress.elapsed_s else 0.0
+        left_s = (stale - progress.converted) / rate if rate else float("nan")
+        print(
+            f"hashed {progress.converted} of {stale} ({rate:.0f}/s, about {left_s:.0f} s left)",
+            flush=True,
+        )
+
+    try:
+        done = await rehash(db, hasher, report=report)
+    finally:
+        hasher.close()
+    print(f"done: {done.converted} cards hashed in {done.elapsed_s:.1f} s")
     return 0
 
 

@@ -10,6 +10,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from shared.phones import (
+    PHONE_HASH_MEMORY_KIB_MAX,
+    PHONE_HASH_MEMORY_KIB_MIN,
+    PHONE_HASH_TIME_COST_MAX,
+    PRODUCTION_PHONE_HASH,
+    PhoneHashParams,
+)
+
 ENV_PREFIX = "BONUS_CENTRAL_"
 
 
@@ -53,6 +61,33 @@ class CentralConfig(BaseModel):
         le=3600,
         description="How long an online redemption authorisation sets points aside.",
     )
+
+    phone_hash_memory_kib: int = Field(
+        PRODUCTION_PHONE_HASH.memory_kib,
+        ge=PHONE_HASH_MEMORY_KIB_MIN,
+        le=PHONE_HASH_MEMORY_KIB_MAX,
+        description=(
+            "Memory (KiB) of one phone hash (argon2id); travels to stores in the phone key "
+            "file. Changing it is a key change (docs/security.md)."
+        ),
+    )
+    phone_hash_time_cost: int = Field(
+        PRODUCTION_PHONE_HASH.time_cost,
+        ge=1,
+        le=PHONE_HASH_TIME_COST_MAX,
+        description="Passes over that memory of one phone hash; a key change too.",
+    )
+    phone_hash_threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Phone hashes computed at once (registrations in uploads, phones rehash).",
+    )
+
+    @property
+    def phone_hash_params(self) -> PhoneHashParams:
+        """The cost of the phone hashes this server makes."""
+        return PhoneHashParams(self.phone_hash_memory_kib, self.phone_hash_time_cost)
 
     @model_validator(mode="after")
     def _workers_need_postgresql(self) -> CentralConfig:

@@ -66,17 +66,21 @@ def _alembic_config(connection: sa.Connection) -> AlembicConfig:
 
 
 async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration (Alembic), and make the phone key."""
+    """Bring the schema to the newest migration (Alembic), and make the phone keys."""
     async with engine.begin() as conn:
         await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), "head"))
     async with engine.begin() as conn:
-        key = await conn.scalar(
-            sa.select(schema.meta.c.value).where(schema.meta.c.key == "phone_key")
-        )
-        if key is None:
-            await conn.execute(
-                schema.meta.insert().values(key="phone_key", value=secrets.token_hex(32))
-            )
+        # ``phone_key``: the legacy HMAC key of protocol 1, which stores were sent (kept while
+        # stores of protocol 1 remain). ``phone_hash_key``: the key of the slow phone hashes,
+        # which never leaves this database but in the key file given to store installers
+        # (``bonus-central phone-key export``). This database holds the phones themselves, so
+        # the key adds nothing to protect here.
+        for name in ("phone_key", "phone_hash_key"):
+            key = await conn.scalar(sa.select(schema.meta.c.value).where(schema.meta.c.key == name))
+            if key is None:
+                await conn.execute(
+                    schema.meta.insert().values(key=name, value=secrets.token_hex(32))
+                )
 
 
 class Database:

@@ -9,6 +9,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from agent.phonekey import PhoneHasher
 from central import schema
 from central.apply import ApplyContext, apply_op, load_for_batch, write_receipts
 from central.bulk import insert_rows, one_of
@@ -16,9 +17,17 @@ from central.db import Database, head_cursor
 from central.ledger import LedgerTx
 from central.program import settings_book
 from shared.errors import BonusError, ErrorCode
+from shared.journal import Registration
 from shared.protocol import Op, OpResult, UploadResponse
 
 log = logging.getLogger(__name__)
+
+
+#: Registrations applied from one batch at most: each needs a slow phone hash (about 10 ms of a
+#: core), computed before the batch's transaction. The batch's operations from the next
+#: registration on are left for the store's next batch (``acked_seq`` tells it where to resume),
+#: so that an upload answers within the store's timeout even after a week offline.
+REGISTRATIONS_PER_BATCH_MAX = 100
 
 
 class SyncGap(BonusError):
@@ -26,7 +35,7 @@ class SyncGap(BonusError):
 
 
 async def phone_key(db: Database) -> bytes:
-    """The chain-wide key of phone hashes."""
+    """Protocol 1's chain-wide HMAC key of phone hashes (``shared.phones.phone_hash``)."""
     async with db.read() as conn:
         value = await conn.scalar(
             sa.select(schema.meta.c.value).where(schema.meta.c.key == "phone_key")
@@ -36,15 +45,29 @@ async def phone_key(db: Database) -> bytes:
 
 
 async def upload(
-    db: Database, store_id: str, batch: list[Op], now: datetime, key: bytes
+    db: Database, store_id: str, batch: list[Op], now: datetime, hasher: PhoneHasher
 ) -> UploadResponse:
-    """Apply a batch exactly once: duplicates answer their original results, a gap is refused."""
+    """Apply a batch exactly once: duplicates answer their original results, a gap is refused.
+
+    Only a prefix of the batch is applied when it carries more than
+    ``REGISTRATIONS_PER_BATCH_MAX`` registrations; ``acked_seq`` says how far.
+    """
     ops = sorted(batch, key=lambda op: op.seq)
     for previous, following in itertools.pairwise(ops):
         if following.seq != previous.seq + 1:
             raise BonusError(
                 ErrorCode.VALIDATION_ERROR, reason="a batch has no gaps", seq=following.seq
             )
+    registrations = [i for i, op in enumerate(ops) if op.kind == "register"]
+    if len(registrations) > REGISTRATIONS_PER_BATCH_MAX:
+        ops = ops[: registrations[REGISTRATIONS_PER_BATCH_MAX]]
+    # Before the batch gate and its transaction: other stores' batches do not wait for these
+    # hashes, and the threads compute them in parallel.
+    phone_hashes = await hasher.hash_many(
+        op.operation.phone
+        for op in ops
+        if isinstance(op.operation, Registration) and op.operation.phone is not None
+    )
     # One batch at a time per process (``Database.batch_gate``): see there why.
     async with db.batch_gate, db.write() as conn:
         query = sa.select(schema.stores.c.last_applied_seq).where(
@@ -69,7 +92,7 @@ async def upload(
         if fresh:
             book = await settings_book(conn, db.settings_cache)
             tx = LedgerTx(conn, now, lock=not db.sqlite)
-            ctx = ApplyContext(store_id, book, key, now)
+            ctx = ApplyContext(store_id, book, phone_hashes, now)
             await load_for_batch(tx, ctx, fresh)
             fresh_results = [await apply_op(tx, ctx, op) for op in fresh]
             await tx.write()

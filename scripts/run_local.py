@@ -2,7 +2,8 @@
 
 Used by ``make run``.  State lives under ``var/`` in the checkout: ``var/central`` (the central
 database), ``var/agent`` (the store's journal), ``var/store-token`` (the store's secret at the
-central server, made on first start) and ``var/messages.jsonl`` (confirmation codes written by
+central server, made on first start), ``var/phone-key`` (the chain's key of phone hashes, as a
+store's installer gets it; outside the store's database) and ``var/messages.jsonl`` (confirmation codes written by
 the demo's ``file`` message provider).  Ctrl-C stops both.
 """
 
@@ -53,6 +54,21 @@ def _store_token(env: dict[str, str]) -> str:
     return token
 
 
+def _phone_key_file(env: dict[str, str]) -> Path:
+    """The chain's phone key file, exported once as for a real store's installer."""
+    key_file = VAR / "phone-key"
+    if not key_file.exists():
+        central = str(BIN / "bonus-central")
+        subprocess.run([central, "migrate"], env=env, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [central, "phone-key", "export", str(key_file)],
+            env=env,
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+    return key_file
+
+
 def _wait_for(url: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -71,6 +87,7 @@ def main() -> int:
     (VAR / "central").mkdir(parents=True, exist_ok=True)
     env = _env()
     token = _store_token(env)
+    phone_key_file = _phone_key_file(env)
     agent_env = dict(env)
     agent_env.update(
         {
@@ -79,6 +96,7 @@ def main() -> int:
             "BONUS_AGENT_CENTRAL_TOKEN": token,
             "BONUS_AGENT_LISTEN_PORT": str(AGENT_PORT),
             "BONUS_AGENT_DATA_DIR": str(VAR / "agent"),
+            "BONUS_AGENT_PHONE_KEY_FILE": str(phone_key_file),
             "BONUS_AGENT_PROVIDER__KIND": "file",
             "BONUS_AGENT_PROVIDER__FILE_PATH": str(VAR / "messages.jsonl"),
             # A short interval so that the demo shows a live sync; stores use the default.

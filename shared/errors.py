@@ -35,6 +35,7 @@ class ErrorCode(StrEnum):
     VERIFICATION_NOT_FOUND = "verification_not_found"
     PROVIDER_UNAVAILABLE = "provider_unavailable"
     PROVIDER_NO_BALANCE = "provider_no_balance"
+    PHONE_LOOKUP_UNAVAILABLE = "phone_lookup_unavailable"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     RECEIPT_NOT_FOUND = "receipt_not_found"
     RETURN_EXCEEDS_SALE = "return_exceeds_sale"
@@ -73,6 +74,10 @@ MESSAGES_RU: Final[dict[ErrorCode, str]] = {
     ErrorCode.PROVIDER_NO_BALANCE: (
         "Не удалось отправить код: закончились средства у сервиса сообщений"
     ),
+    ErrorCode.PHONE_LOOKUP_UNAVAILABLE: (
+        "Поиск по телефону недоступен: на сервере аптеки не установлен ключ телефонов. "
+        "Найдите карту по номеру и сообщите в техподдержку"
+    ),
     ErrorCode.IDEMPOTENCY_CONFLICT: "Операция с этим номером уже проведена с другими данными",
     ErrorCode.RECEIPT_NOT_FOUND: "Чек не найден",
     ErrorCode.RETURN_EXCEEDS_SALE: "Возврат больше, чем было продано по чеку",
@@ -108,6 +113,8 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.VERIFICATION_NOT_FOUND: 404,
     ErrorCode.PROVIDER_UNAVAILABLE: 424,
     ErrorCode.PROVIDER_NO_BALANCE: 424,
+    # The store's key of phone hashes is missing or wrong: a dependency, as a provider is.
+    ErrorCode.PHONE_LOOKUP_UNAVAILABLE: 424,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
     ErrorCode.RECEIPT_NOT_FOUND: 404,
     ErrorCode.RETURN_EXCEEDS_SALE: 422,

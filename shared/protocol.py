@@ -67,7 +67,12 @@ class Hello(Message):
     protocol_max: int
     server_time: datetime
     store_id: str
-    phone_key: str = Field(description="Hex key of the phone hashes in card states.")
+    phone_key_id: str = Field(
+        description=(
+            "Which key (and cost) the phone hashes in card states are made with; the key "
+            "itself never travels in the protocol."
+        )
+    )
     last_applied_seq: int
     head_cursor: int
 
@@ -231,7 +236,6 @@ class SnapshotHeader(Message):
 
     cursor: int
     settings: ProgramSettings
-    phone_key: str
     cards: int
     server_time: datetime
 

@@ -208,3 +208,18 @@ def test_readme_covers_each_unit() -> None:
             f"/etc/pharmacy-bonus/{name.removeprefix('bonus-')}.toml",
         ):
             assert command in readme, f"README.md does not mention `{command}`"
+
+
+def test_the_agent_gets_the_phone_key_as_a_credential_from_outside_its_state() -> None:
+    from agent.config import AgentConfig
+    from agent.phonekey import CREDENTIAL_NAME, NOT_INSTALLED
+
+    service = directives((SYSTEMD_DIR / "bonus-agent.service").read_text(encoding="utf-8"))[
+        "Service"
+    ]
+    default_file = str(AgentConfig().phone_key_file)
+    assert service["LoadCredential"] == [f"{CREDENTIAL_NAME}:{default_file}"]
+    # Without the file the service still starts (a placeholder the agent knows), by card number.
+    assert service["SetCredential"] == [f"{CREDENTIAL_NAME}:{NOT_INSTALLED.decode()}"]
+    # Never in the state directory, which is backed up with the database.
+    assert not default_file.startswith("/var/lib/")

@@ -23,6 +23,7 @@ from agent.app import create_app
 from agent.clock import FakeClock
 from agent.config import AgentConfig, ProviderConfig
 from agent.routes import CTX_KEY
+from tests.phonekeys import write_key_file
 
 REGISTER_ID = "till-1"
 #: A phone as a cashier types it, and its normalised 10 digits.
@@ -236,7 +237,12 @@ class Agent:
 
 
 def make_config(tmp_path: Path, **overrides: Any) -> AgentConfig:
-    """The tests' configuration: a database and a file provider in the test's directory."""
+    """The tests' configuration: a database, a phone key file (a key of no chain, unless given)
+    and a file provider in the test's directory."""
+    if "phone_key_file" not in overrides:
+        overrides["phone_key_file"] = tmp_path / "phone-key"
+        if not overrides["phone_key_file"].exists():
+            write_key_file(overrides["phone_key_file"])
     return AgentConfig(
         data_dir=tmp_path,
         provider=ProviderConfig(kind="file", file_path=tmp_path / "messages.jsonl"),

@@ -16,6 +16,8 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from tests.phonekeys import write_key_file
+
 #: Longest wait for a starting agent to answer ``/pos/v1/status``.
 READY_TIMEOUT_S = 20.0
 #: Longest wait for a signalled agent to exit.
@@ -60,6 +62,14 @@ class AgentProcess:
         return self.data_dir / "agent.sqlite3"
 
     @property
+    def phone_key_file(self) -> Path:
+        """The store's phone key file (a key of no chain: this agent never syncs)."""
+        path = self.work_dir / "phone-key"
+        if not path.exists():
+            write_key_file(path)
+        return path
+
+    @property
     def base_url(self) -> str:
         """Where the running agent answers."""
         return f"http://127.0.0.1:{self.port}"
@@ -88,6 +98,7 @@ class AgentProcess:
             BONUS_AGENT_PROVIDER__KIND="file",
             BONUS_AGENT_PROVIDER__FILE_PATH=str(self.messages_path),
             BONUS_AGENT_LOG_LEVEL=self.log_level,
+            BONUS_AGENT_PHONE_KEY_FILE=str(self.phone_key_file),
             PYTHONUNBUFFERED="1",
         )
         return env

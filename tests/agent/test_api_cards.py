@@ -29,11 +29,12 @@ def luhn_ok(number: str) -> bool:
 async def replica_card(agent: Agent, number: str, *, barcode: str | None = None) -> None:
     """A card that reached the replica from the central server (with a barcode, say)."""
     ctx = agent.app[CTX_KEY]
+    phone_hash = await ctx.hash_phone("9035550101")
     await ctx.db.write(
         lambda conn: conn.execute(
             "INSERT INTO cards (number, barcode, phone_hash, phone_last4, verified) "
             "VALUES (?, ?, ?, ?, 1)",
-            (number, barcode, ctx.hash_phone("9035550101"), "0101"),
+            (number, barcode, phone_hash, "0101"),
         )
     )
 

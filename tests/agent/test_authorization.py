@@ -22,10 +22,10 @@ from agent.routes import CTX_KEY
 from central import schema
 from central.api import DB_KEY
 from central.app import create_app as create_central
-from central.config import CentralConfig
 from central.invariants import check_invariants
 from central.program import set_settings
 from central.stores import add_store
+from tests.phonekeys import central_config, export_key_file
 
 HEADERS = {"X-Register-Id": "till-1"}
 
@@ -69,7 +69,9 @@ class Till:
 
 @pytest.fixture
 async def central(tmp_path: Path) -> AsyncIterator[TestServer]:
-    config = CentralConfig(database_url=f"sqlite+aiosqlite:///{tmp_path / 'central.db'}")
+    url = f"sqlite+aiosqlite:///{tmp_path / 'central.db'}"
+    await export_key_file(url, tmp_path / "phone-key")
+    config = central_config(url)
     server = TestServer(create_central(config, run_expiry=False))
     await server.start_server()
     yield server
@@ -85,6 +87,7 @@ async def _till(tmp_path: Path, central: TestServer, store_id: str) -> TestClien
         central_url=str(central.make_url("")),
         central_token=token,
         sync_interval_s=3600,
+        phone_key_file=tmp_path / "phone-key",
         provider=ProviderConfig(kind="file", file_path=tmp_path / store_id / "messages.jsonl"),
     )
     client = TestClient(TestServer(create_app(config, clock=FakeClock())))

@@ -36,13 +36,13 @@ from agent.sync import CentralClient, Syncer, SyncError
 from central import schema
 from central.api import DB_KEY
 from central.app import create_app as create_central
-from central.config import CentralConfig
 from central.db import next_cursor
 from central.stores import add_store
 from shared.codec import wallet_from_json
 from shared.protocol import PROTOCOL_VERSION, CardState, Hello, SnapshotHeader
 from shared.settings import ProgramSettings
 from tests.agent.conftest import PHONE, Agent, make_config
+from tests.phonekeys import central_config
 
 NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -239,7 +239,7 @@ class FakeCentral:
             protocol_max=PROTOCOL_VERSION,
             server_time=NOW,
             store_id="s1",
-            phone_key="ab" * 32,
+            phone_key_id="0badc0de",
             last_applied_seq=0,
             head_cursor=40,
         )
@@ -272,7 +272,6 @@ def snapshot_bytes(lines: list[bytes], cursor: int = 40) -> bytes:
     header = SnapshotHeader(
         cursor=cursor,
         settings=ProgramSettings(version=3),
-        phone_key="ab" * 32,
         cards=len(lines),
         server_time=NOW,
     )
@@ -393,7 +392,7 @@ async def test_a_large_snapshot_applies_with_exact_wallets(tmp_path: Path) -> No
     count = 25_000  # more than two batches of the agent and of the central server
     server = TestServer(
         create_central(
-            CentralConfig(database_url=f"sqlite+aiosqlite:///{tmp_path / 'central.db'}"),
+            central_config(f"sqlite+aiosqlite:///{tmp_path / 'central.db'}"),
             run_expiry=False,
         )
     )

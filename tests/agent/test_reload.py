@@ -20,6 +20,7 @@ from agent.http import CONFIG_KEY
 from agent.logs import JsonFormatter, setup_logging
 from agent.reload import apply_config_file
 from tests.agent.conftest import PHONE, Agent, ClientFactory, assert_error
+from tests.phonekeys import write_key_file
 
 WATCH_TIMEOUT_S = 8.0
 
@@ -27,6 +28,10 @@ WATCH_TIMEOUT_S = 8.0
 def toml(tmp_path: Path, **settings: Any) -> str:
     """A configuration file's text: the test's directories plus these top-level settings."""
     lines = [f"data_dir = {json.dumps(str(tmp_path))}"]
+    key_file = tmp_path / "phone-key"
+    if not key_file.exists():
+        write_key_file(key_file)
+    lines.append(f"phone_key_file = {json.dumps(str(key_file))}")
     provider = settings.pop("provider", {})
     for name, value in settings.items():
         if isinstance(value, dict):

@@ -18,7 +18,6 @@ from aiohttp.test_utils import TestClient
 from central import schema
 from central.api import DB_KEY
 from central.app import create_app
-from central.config import CentralConfig
 from central.db import Database, migrate
 from central.invariants import InvariantReport, check_invariants
 from central.stores import add_store
@@ -34,6 +33,7 @@ from shared.journal import (
 )
 from shared.protocol import PROTOCOL_HEADER, PROTOCOL_VERSION, STORE_HEADER
 from tests.honest import SIX_MONTHS, honest_sale, install_test_programs
+from tests.phonekeys import central_config
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 #: The day of the stores' sales unless a test says otherwise.
@@ -189,9 +189,7 @@ async def register_store(url: str, store_id: str) -> str:
 async def central(central_db_url: str, aiohttp_client: ClientFactory) -> Central:
     """The central server in-process over a fresh database, with store ``s1``."""
     token = await register_store(central_db_url, "s1")
-    client = await aiohttp_client(
-        create_app(CentralConfig(database_url=central_db_url), run_expiry=False)
-    )
+    client = await aiohttp_client(create_app(central_config(central_db_url), run_expiry=False))
     return Central(client, central_db_url, "s1", token)
 
 

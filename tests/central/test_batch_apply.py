@@ -11,13 +11,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from agent.phonekey import PhoneHasher
 from central import schema
 from central.bulk import insert_rows, one_of, update_rows
 from central.db import Database
-from central.sync import phone_key, upload
+from central.phones import load_phone_key
+from central.sync import upload
 from shared.protocol import UploadRequest
 from tests.central.conftest import SALE_DAY, Central, StoreOps, register_store
 from tests.conftest import NewDatabase
+from tests.phonekeys import TEST_PHONE_HASH
 
 NOW = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -100,15 +103,16 @@ async def _apply(url: str, batches: list[list[dict[str, Any]]]) -> list[Any]:
     await register_store(url, "s1")
     db = Database(url)
     try:
-        key = await phone_key(db)
+        hasher = PhoneHasher(await load_phone_key(db, TEST_PHONE_HASH))
         results = []
         for ops in batches:
             answer = await upload(
-                db, "s1", UploadRequest.model_validate({"ops": ops}).ops, NOW, key
+                db, "s1", UploadRequest.model_validate({"ops": ops}).ops, NOW, hasher
             )
             results.extend(answer.results)
         ledger = await _ledger(db)
     finally:
+        hasher.close()
         await db.close()
     return [results, ledger]
 

@@ -88,6 +88,7 @@ async def local_agent(
             "sync_interval_s": 5,
             "sync_jitter_s": 0,
             "sync_backoff_max_s": 2,
+            "phone_key_file": system.phone_key_file,
             "provider": ProviderConfig(kind="file", file_path=work / "messages.jsonl"),
             **overrides,
         }
@@ -98,8 +99,6 @@ async def local_agent(
         till = Till(system.session, base_url, config.provider.file_path, name=f"local-{store_id}")
         agent = LocalAgent(client.app, clock, till)
         if system.central.running:
-            # The first round adopts the chain's phone key; a code sent before it could not be
-            # confirmed after it (see docs/sync-protocol.md, "Known problems").
             await agent.syncer.round()
         return agent
 

@@ -19,6 +19,8 @@ from typing import IO
 
 import aiohttp
 
+from tests.phonekeys import TEST_CENTRAL_ENV
+
 #: Longest wait for a starting process to answer.
 READY_TIMEOUT_S = 30.0
 #: Longest wait for a signalled process to exit.
@@ -209,6 +211,7 @@ class CentralProcess(ServerProcess):
             BONUS_CENTRAL_LISTEN_HOST="127.0.0.1",
             BONUS_CENTRAL_LISTEN_PORT=str(self.port),
             BONUS_CENTRAL_LOG_LEVEL="INFO",
+            **TEST_CENTRAL_ENV,
         )
         env.update(
             {f"BONUS_CENTRAL_{name.upper()}": value for name, value in self.settings.items()}

@@ -17,15 +17,15 @@ from central import schema
 from central.campaigns import run_campaign
 from central.db import Database, migrate, next_cursor
 from central.invariants import InvariantReport, check_invariants
+from central.phones import load_phone_key
 from central.program import current_settings, set_settings
 from central.selection import CardFilter, Selection
 from central.stores import add_store
-from central.sync import phone_key
 from shared.lots import local_date
-from shared.phones import phone_hash
 from shared.settings import DEFAULT_SETTINGS
 from tests.e2e.processes import AgentProcess, CentralProcess
 from tests.e2e.till import Till
+from tests.phonekeys import TEST_PHONE_HASH, export_key_file
 
 
 @asynccontextmanager
@@ -93,7 +93,7 @@ async def add_cards(url: str, phones: list[str], prefix: str = "77") -> list[str
     one cursor of the change feed; their numbers."""
     now = datetime.now(UTC)
     async with central_db(url) as db:
-        key = await phone_key(db)
+        key = await load_phone_key(db, TEST_PHONE_HASH)
         numbers = [f"{prefix}{index:010d}" for index in range(len(phones))]
         async with db.write() as conn:
             cursor = await next_cursor(conn)
@@ -104,7 +104,7 @@ async def add_cards(url: str, phones: list[str], prefix: str = "77") -> list[str
                         "number": number,
                         "status": "active",
                         "phone": phone,
-                        "phone_hash": phone_hash(phone, key),
+                        "phone_hash": key.hash(phone),
                         "verified": True,
                         "cursor": cursor,
                         "created_at": now,
@@ -154,6 +154,13 @@ class System:
     async def prepare(self, store_ids: list[str], **settings: Any) -> None:
         """The central database with these stores registered (the central server not started)."""
         self.tokens.update(await prepare_central(self.database_url, store_ids, **settings))
+        # What a store's installer gets with its token (bonus-central phone-key export).
+        await export_key_file(self.database_url, self.phone_key_file)
+
+    @property
+    def phone_key_file(self) -> Path:
+        """The chain's phone key file, as every store of the chain has it."""
+        return self.work_dir / "phone-key"
 
     def agent(self, store_id: str, central_url: str | None = None, **env: str) -> AgentProcess:
         """The store's agent process (created on first use, not started); ``env`` adds
@@ -164,7 +171,10 @@ class System:
                 store_id,
                 central_url or self.central.url,
                 self.tokens[store_id],
-                {f"BONUS_AGENT_{name.upper()}": value for name, value in env.items()},
+                {
+                    "BONUS_AGENT_PHONE_KEY_FILE": str(self.phone_key_file),
+                    **{f"BONUS_AGENT_{name.upper()}": value for name, value in env.items()},
+                },
             )
             self.agents[store_id] = agent
             self.tills[store_id] = Till(self.session, agent.url, agent.messages_path, name=store_id)

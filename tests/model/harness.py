@@ -39,7 +39,6 @@ from agent.sync import Syncer, SyncError
 from central import schema
 from central.api import DB_KEY
 from central.app import create_app as create_central
-from central.config import CentralConfig
 from central.db import Database
 from central.invariants import InvariantReport, check_invariants
 from central.program import set_settings
@@ -47,6 +46,7 @@ from central.stores import add_store
 from shared.journal import Return as JournalReturn
 from shared.journal import Sale as JournalSale
 from shared.protocol import AuthorizeRequest, Op
+from tests.phonekeys import central_config, export_key_file
 
 HEADERS = {"X-Register-Id": "till-1"}
 
@@ -288,7 +288,8 @@ class System:
         self._closed_port.bind(("127.0.0.1", 0))
         self._saved_now = central.api.now
         central.api.now = lambda: self.wall
-        config = CentralConfig(database_url=f"sqlite+aiosqlite:///{self.root / 'central.db'}")
+        url = f"sqlite+aiosqlite:///{self.root / 'central.db'}"
+        config = central_config(url)
         self.central = TestServer(create_central(config, run_expiry=False))
         await self.central.start_server()
         self._online_url = str(self.central.make_url(""))
@@ -296,6 +297,7 @@ class System:
         async with self.db.write() as conn:
             for store_id in self.store_ids:
                 tokens[store_id] = await add_store(conn, store_id, store_id, self.wall)
+        await export_key_file(url, self.root / "phone-key")
         for store_id in self.store_ids:
             self.tills[store_id] = await self._start_agent(store_id, tokens[store_id])
 
@@ -310,6 +312,7 @@ class System:
             central_url=self._online_url,
             sync_interval_s=3600,
             sync_jitter_s=0,
+            phone_key_file=self.root / "phone-key",
             provider=ProviderConfig(kind="file", file_path=messages),
         )
         clock = FakeClock(wall=self.wall)

@@ -22,9 +22,8 @@ from aiohttp.test_utils import TestClient
 from argon2 import PasswordHasher
 
 from central import schema, staff
-from central.api import DB_KEY, PHONE_KEY
+from central.api import DB_KEY, PHONE_HASHER_KEY
 from central.app import create_app
-from central.config import CentralConfig
 from central.db import Database
 from central.invariants import check_invariants
 from central.staff import Permission, add_staff
@@ -41,6 +40,7 @@ from shared.journal import (
 )
 from shared.protocol import Op, OpResult
 from tests.honest import NON_EXPIRING, TEN_YEARS, honest_sale, install_test_programs
+from tests.phonekeys import central_config
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 PASSWORD = "correct horse battery"
@@ -91,7 +91,7 @@ class Store:
             self.store_id,
             list(ops),
             received_at or datetime.now(UTC),
-            self.office.app[PHONE_KEY],
+            self.office.app[PHONE_HASHER_KEY],
         )
         for result in response.results:
             assert result.status == "applied", result
@@ -265,9 +265,7 @@ def _now() -> datetime:
 @pytest.fixture
 async def office(central_db_url: str, aiohttp_client: ClientFactory) -> Office:
     """The central server over a fresh database (SQLite or PostgreSQL), no expiry task."""
-    client = await aiohttp_client(
-        create_app(CentralConfig(database_url=central_db_url), run_expiry=False)
-    )
+    client = await aiohttp_client(create_app(central_config(central_db_url), run_expiry=False))
     office = Office(client)
     async with office.db.write() as conn:
         await install_test_programs(conn, _now())

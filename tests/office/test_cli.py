@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from central import cli
 from central.app import create_app
-from central.config import CentralConfig
+from tests.phonekeys import central_config
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI_TIMEOUT_S = 60
@@ -66,9 +66,7 @@ async def test_staff_add_then_log_in(
         argv = ["staff", "add", login, "--name", "X", "--permissions", permissions]
         assert await asyncio.to_thread(cli.main, [*argv, "--password-stdin"]) == code
 
-    client = await aiohttp_client(
-        create_app(CentralConfig(database_url=central_db_url), run_expiry=False)
-    )
+    client = await aiohttp_client(create_app(central_config(central_db_url), run_expiry=False))
     response = await client.post(
         "/admin/v1/session", json={"login": "ivanova", "password": "длинный пароль 1"}
     )

@@ -17,10 +17,10 @@ from agent.clock import FakeClock
 from agent.config import AgentConfig, ProviderConfig
 from central.api import DB_KEY
 from central.app import create_app as create_central
-from central.config import CentralConfig
 from central.staff import Permission, add_staff
 from central.stores import add_store
 from tests.office.conftest import PASSWORD
+from tests.phonekeys import central_config, export_key_file
 
 TILL = {"X-Register-Id": "till-1"}
 
@@ -31,9 +31,7 @@ async def test_a_store_sees_campaign_points_after_a_sync(
     aiohttp_server: Callable[..., Awaitable[TestServer]],
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
 ) -> None:
-    server = await aiohttp_server(
-        create_central(CentralConfig(database_url=central_db_url), run_expiry=False)
-    )
+    server = await aiohttp_server(create_central(central_config(central_db_url), run_expiry=False))
     now = datetime.now(UTC)
     async with server.app[DB_KEY].write() as conn:
         token = await add_store(conn, "store-7", "Аптека №7", now)
@@ -45,8 +43,10 @@ async def test_a_store_sees_campaign_points_after_a_sync(
     assert response.status == 201
     session = {"Authorization": f"Bearer {(await response.json())['token']}"}
 
+    await export_key_file(central_db_url, tmp_path / "phone-key")
     config = AgentConfig(
         store_id="store-7",
+        phone_key_file=tmp_path / "phone-key",
         central_url=str(server.make_url("")).rstrip("/"),
         central_token=token,
         sync_interval_s=3600,

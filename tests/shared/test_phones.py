@@ -8,7 +8,13 @@ from hypothesis import strategies as st
 
 from shared.phones import (
     PHONE_DIGITS,
+    PHONE_HASH_BYTES,
+    PHONE_KEY_BYTES,
+    PRODUCTION_PHONE_HASH,
     PhoneError,
+    PhoneHashParams,
+    PhoneKey,
+    PhoneKeyError,
     normalize_phone,
     phone_hash,
     phone_international,
@@ -150,3 +156,51 @@ def test_property_phone_result_is_ten_ascii_digits_or_refused(raw: str) -> None:
     assert len(phone) == PHONE_DIGITS
     assert phone.isascii()
     assert phone.isdigit()
+
+
+# --- the slow, keyed hash of protocol 2 ---------------------------------------------------------
+
+CHEAP = PhoneHashParams(memory_kib=8, time_cost=1)
+
+
+def test_the_phone_hash_depends_on_the_key_the_cost_and_the_phone_only() -> None:
+    key = PhoneKey(b"k" * PHONE_KEY_BYTES, CHEAP)
+    digest = key.hash("9161234567")
+    assert digest == PhoneKey(b"k" * PHONE_KEY_BYTES, CHEAP).hash("9161234567")
+    assert digest.startswith(key.key_id + ":")
+    assert len(digest) == len(key.key_id) + 1 + 2 * PHONE_HASH_BYTES
+    assert key.made_it(digest)
+    others = {
+        PhoneKey(b"j" * PHONE_KEY_BYTES, CHEAP).hash("9161234567"),
+        PhoneKey(b"k" * PHONE_KEY_BYTES, PhoneHashParams(16, 1)).hash("9161234567"),
+        PhoneKey(b"k" * PHONE_KEY_BYTES, PhoneHashParams(8, 2)).hash("9161234567"),
+        key.hash("9161234568"),
+    }
+    assert digest not in others
+    assert len(others) == 4
+    # Another key or cost is another key id: its hashes are told apart from this key's.
+    assert not any(key.made_it(other) for other in others - {key.hash("9161234568")})
+    # Protocol 1's HMAC hashes are not this key's either.
+    assert not key.made_it(phone_hash("9161234567", b"k" * PHONE_KEY_BYTES))
+    assert not key.made_it(None)
+
+
+def test_a_key_file_round_trips_and_refuses_what_is_not_one() -> None:
+    key = PhoneKey(b"k" * PHONE_KEY_BYTES, CHEAP)
+    assert PhoneKey.from_text(key.to_text()) == key
+    assert "6b" * PHONE_KEY_BYTES not in repr(key)  # the key never shows in a log line
+    for text in (
+        "",
+        "[]",
+        '{"format": "other"}',
+        key.to_text().replace('"time_cost": 1', '"time_cost": 0'),
+    ):
+        with pytest.raises(PhoneKeyError):
+            PhoneKey.from_text(text)
+
+
+def test_the_production_cost_is_not_a_test_cost() -> None:
+    assert not PRODUCTION_PHONE_HASH.cheap
+    assert CHEAP.cheap
+    with pytest.raises(PhoneKeyError):
+        PhoneHashParams(memory_kib=4, time_cost=1)
