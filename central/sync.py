@@ -38,13 +38,20 @@ async def phone_key(db: Database) -> bytes:
 async def upload(
     db: Database, store_id: str, batch: UploadRequest, now: datetime, key: bytes
 ) -> UploadResponse:
-    """Apply a batch exactly once: duplicates answer their original results, a gap is refused."""
+    """Apply a batch exactly once and acknowledge exactly the batch.
+
+    An operation already applied (its ``op_id`` known, under whatever sequence number) answers
+    its original result and is never applied again; a gap is refused; a sequence number already
+    used by another operation is a conflict.
+    """
     ops = sorted(batch.ops, key=lambda op: op.seq)
     for previous, following in itertools.pairwise(ops):
         if following.seq != previous.seq + 1:
             raise BonusError(
                 ErrorCode.VALIDATION_ERROR, reason="a batch has no gaps", seq=following.seq
             )
+    if len({op.op_id for op in ops}) != len(ops):
+        raise BonusError(ErrorCode.VALIDATION_ERROR, reason="an operation id appears twice")
     # One batch at a time per process (``Database.batch_gate``): see there why.
     async with db.batch_gate, db.write() as conn:
         query = sa.select(schema.stores.c.last_applied_seq).where(
@@ -60,11 +67,43 @@ async def upload(
                 reason="sync_gap",
                 resume_from=last_applied + 1,
             )
-        duplicates = [op for op in ops if op.seq <= last_applied]
-        fresh = [op for op in ops if op.seq > last_applied]
-        results: list[OpResult] = []
-        if duplicates:
-            results.extend(await _original_results(conn, store_id, duplicates))
+        originals = await _original_results(conn, store_id, ops)
+        fresh = [op for op in ops if op.op_id not in originals]
+        for op in fresh:
+            if op.seq <= last_applied:
+                # Another operation under a number already applied: the store's journal was
+                # replaced (restored from a backup, a new machine). Nothing is applied; the
+                # store renumbers its unsent operations after ``last_applied_seq``.
+                log.warning(
+                    "store %s sent seq %d with an unknown op_id, applied up to %d: its journal "
+                    "was replaced",
+                    store_id,
+                    op.seq,
+                    last_applied,
+                )
+                raise BonusError(
+                    ErrorCode.IDEMPOTENCY_CONFLICT,
+                    reason="sequence number already used by another operation",
+                    seq=op.seq,
+                    last_applied_seq=last_applied,
+                )
+        moved = [op for op in originals.values() if op.seq > last_applied]
+        if moved:
+            log.warning(
+                "store %s: %d operations already applied under other sequence numbers "
+                "(its journal was renumbered), answered as duplicates",
+                store_id,
+                len(moved),
+            )
+        if ops[-1].seq > last_applied:
+            # Moved even when every operation is a duplicate under a new number: the store's
+            # next batch starts after this one.
+            await conn.execute(
+                schema.stores.update()
+                .where(schema.stores.c.store_id == store_id)
+                .values(last_applied_seq=ops[-1].seq)
+            )
+        results = dict(originals)
         checkpoint = 0
         if fresh:
             settings, _ = await current_settings(conn)
@@ -92,14 +131,7 @@ async def upload(
                     for op, result in zip(fresh, fresh_results, strict=True)
                 ],
             )
-            await conn.execute(
-                schema.stores.update()
-                .where(schema.stores.c.store_id == store_id)
-                .values(last_applied_seq=fresh[-1].seq)
-            )
-            # Last: the feed cursor, whose row lock serialises every feed writer until commit.
-            checkpoint = await tx.publish()
-            results.extend(fresh_results)
+            results.update({result.op_id: result for result in fresh_results})
             rejected = [r for r in fresh_results if r.status == "rejected"]
             if rejected:
                 log.warning(
@@ -108,46 +140,50 @@ async def upload(
                     len(rejected),
                     rejected[0].reason,
                 )
+            # Last: the feed cursor, whose row lock serialises every feed writer until commit.
+            checkpoint = await tx.publish()
         if not checkpoint:
             checkpoint = await head_cursor(conn)
+        # Exactly what the batch covered, never beyond: the store may hold operations after it
+        # that the central server has not seen (``last_applied`` can be ahead of this batch when
+        # the store's journal was restored and its numbers were used before).
         return UploadResponse(
-            acked_seq=max(last_applied, ops[-1].seq),
-            results=results,
+            acked_seq=ops[-1].seq,
+            results=[results[op.op_id] for op in ops],
             checkpoint=checkpoint,
             server_time=now,
         )
 
 
-async def _original_results(conn: AsyncConnection, store_id: str, ops: list[Op]) -> list[OpResult]:
-    rows = {
-        row.seq: row
-        for row in (
-            await conn.execute(
-                sa.select(schema.store_ops).where(
-                    schema.store_ops.c.store_id == store_id,
-                    one_of(schema.store_ops.c.seq, [op.seq for op in ops], conn.dialect),
-                )
+async def _original_results(
+    conn: AsyncConnection, store_id: str, ops: list[Op]
+) -> dict[str, OpResult]:
+    """The recorded results of the batch's operations already applied, by op id, each under the
+    sequence number the store sends it with now."""
+    sent = {op.op_id: op for op in ops}
+    rows = (
+        await conn.execute(
+            sa.select(schema.store_ops).where(
+                one_of(schema.store_ops.c.op_id, list(sent), conn.dialect)
             )
-        ).all()
-    }
-    results = []
-    for op in ops:
-        row = rows.get(op.seq)
-        if row is None or row.op_id != op.op_id:
-            # The store sends another operation under a number already applied: its journal
-            # was replaced. Refuse rather than guess; the office has to look at it.
+        )
+    ).all()
+    results = {}
+    for row in rows:
+        op = sent[row.op_id]
+        if row.store_id != store_id:
+            # An op id is unique in the whole chain (UUIDv7); another store's means a journal
+            # copied from another store. Refuse rather than guess.
             raise BonusError(
                 ErrorCode.IDEMPOTENCY_CONFLICT,
-                reason="sequence number already used by another operation",
+                reason="operation id already used by another store",
                 seq=op.seq,
             )
-        results.append(
-            OpResult(
-                seq=op.seq,
-                op_id=op.op_id,
-                status=row.status,
-                reason=row.reason,
-                debt_added_kop=row.debt_added_kop,
-            )
+        results[op.op_id] = OpResult(
+            seq=op.seq,
+            op_id=op.op_id,
+            status=row.status,
+            reason=row.reason,
+            debt_added_kop=row.debt_added_kop,
         )
     return results
