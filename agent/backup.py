@@ -169,7 +169,8 @@ def _set_aside(db_path: Path) -> Path | None:
 
     A checkpoint first copies the old log into the old file (the old database stays whole if
     the restore stops here); the kept copy is a second name of that file, so keeping it costs no
-    space and no time.
+    space and no time.  Only a database SQLite cannot open at all has its log moved aside
+    unread, with the kept copy.
     """
     if not db_path.exists():
         for path in _with_side_files(db_path)[1:]:
@@ -178,10 +179,14 @@ def _set_aside(db_path: Path) -> Path | None:
     kept = db_path.with_name(db_path.name + ".before-restore")
     try:
         with closing(_open(db_path, "rw")) as conn:
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-    except sqlite3.Error:
-        # A database SQLite cannot read (perhaps why it is restored): keep its log with it.
-        pass
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    except sqlite3.DatabaseError:
+        # A database SQLite cannot read (perhaps why it is restored): its log goes with it.
+        busy = None
+    if busy is not None and busy[0]:
+        # Another program reads it (a backup?): its log cannot be folded in now, and moving
+        # the log away would take the last commits out of the old database.
+        raise BackupError(f"{db_path} is in use by another program: try again when it is done")
     for path in _with_side_files(kept):
         _remove(path)
     os.link(db_path, kept)
