@@ -154,17 +154,28 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bonus-agent``."""
     parser = argparse.ArgumentParser(prog="bonus-agent", description="Pharmacy bonus store agent")
     parser.add_argument("--config", help="TOML configuration file (or BONUS_AGENT_CONFIG)")
+    # Also after the command, as the systemd unit writes it (``bonus-agent serve --config …``).
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="serve the tills")
-    status_parser = commands.add_parser("status", help="show the running agent's sync state")
+    commands.add_parser("serve", parents=[after], help="serve the tills")
+    status_parser = commands.add_parser(
+        "status", parents=[after], help="show the running agent's sync state"
+    )
     status_parser.add_argument("--json", action="store_true", help="print the raw JSON")
-    commands.add_parser("check-config", help="validate the configuration and print it")
+    commands.add_parser(
+        "check-config", parents=[after], help="validate the configuration and print it"
+    )
     backup_parser = commands.add_parser(
-        "backup", help="write a consistent copy of the database (also while the agent serves)"
+        "backup",
+        parents=[after],
+        help="write a consistent copy of the database (also while the agent serves)",
     )
     backup_parser.add_argument("path", type=Path, help="the backup file to write")
     restore_parser = commands.add_parser(
-        "restore", help="replace the database with a backup (the agent must be stopped)"
+        "restore",
+        parents=[after],
+        help="replace the database with a backup (the agent must be stopped)",
     )
     restore_parser.add_argument("path", type=Path, help="the backup file to restore")
     args = parser.parse_args(argv)
