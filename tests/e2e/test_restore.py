@@ -35,20 +35,24 @@ pytestmark = pytest.mark.slow
 
 
 class Sales:
-    """The sales one card gets at the stores' tills, and what each accrued."""
+    """The sales the cards get at the stores' tills, and what each accrued."""
 
     def __init__(self, card: str) -> None:
         self.card = card
-        #: receipt id → (store, accrued kopecks)
-        self.receipts: dict[str, tuple[str, int]] = {}
+        #: receipt id → (store, card, accrued kopecks)
+        self.receipts: dict[str, tuple[str, str, int]] = {}
 
-    async def sell(self, till: Till, store_id: str, amount: str) -> None:
-        answer = await till.sold(self.card, amount)
-        self.receipts[str(answer["receipt_id"])] = (store_id, kop(answer["accrued"]))
+    async def sell(self, till: Till, store_id: str, amount: str, card: str | None = None) -> None:
+        number = card or self.card
+        answer = await till.sold(number, amount)
+        self.receipts[str(answer["receipt_id"])] = (store_id, number, kop(answer["accrued"]))
 
-    @property
-    def accrued_kop(self) -> int:
-        return sum(accrued for _, accrued in self.receipts.values())
+    def accrued_kop(self, card: str | None = None) -> int:
+        number = card or self.card
+        return sum(accrued for _, on, accrued in self.receipts.values() if on == number)
+
+    def balances(self) -> dict[str, int]:
+        return {card: self.accrued_kop(card) for _, card, _ in self.receipts.values()}
 
 
 async def central_receipts(system: System) -> list[tuple[str, str, int]]:
@@ -75,18 +79,20 @@ async def central_receipts(system: System) -> list[tuple[str, str, int]]:
 
 
 async def assert_everything_once(system: System, sales: Sales, *tills: Till) -> None:
-    """Every sale at the central server once, its balance the sum of them, the tills showing
-    it, the invariants holding (checked in the test and by ``bonus-central check``)."""
-    expected = sorted((store, receipt, 1) for receipt, (store, _) in sales.receipts.items())
+    """Every sale at the central server once, each card's balance the sum of its sales, the
+    tills showing it, the invariants holding (checked in the test and by ``bonus-central
+    check``)."""
+    expected = sorted((store, receipt, 1) for receipt, (store, _, _) in sales.receipts.items())
     assert await central_receipts(system) == expected
     ops = await query(
         system.database_url,
         sa.select(schema.store_ops.c.op_id, schema.store_ops.c.status),
     )
     assert {status for _, status in ops} == {"applied"}, ops
-    assert await ledger_balances(system.database_url) == {sales.card: sales.accrued_kop}
+    assert await ledger_balances(system.database_url) == sales.balances()
     for till in tills:
-        assert kop((await till.balance(sales.card))["available"]) == sales.accrued_kop, till.name
+        for card, balance_kop in sales.balances().items():
+            assert kop((await till.balance(card))["available"]) == balance_kop, till.name
         assert (await till.status())["pending_ops"] == 0
     report = await invariants(system.database_url)
     assert report.ok, report.problems
@@ -185,7 +191,7 @@ async def test_a_central_server_restored_from_a_backup_gets_everything_again(
     await sales.sell(s2, "s2", "4000")
     await campaign(system.database_url, "lost-with-the-restore", 10_000)
     await system.settle("s1", "s2")
-    assert kop((await s1.balance(sales.card))["available"]) == sales.accrued_kop + 10_000
+    assert kop((await s1.balance(sales.card))["available"]) == sales.accrued_kop() + 10_000
 
     await system.central.stop()
     await restore_central(system.database_url, backup)
@@ -204,10 +210,45 @@ async def test_a_central_server_restored_from_a_backup_gets_everything_again(
     # stores had passed before the restore; only the snapshot brings them).
     await system.wait_synced("s1", "s2", since=datetime.now(UTC))
     for till in (s1, s2):
-        assert kop((await till.balance(sales.card))["available"]) == sales.accrued_kop, till.name
+        assert kop((await till.balance(sales.card))["available"]) == sales.accrued_kop(), till.name
 
     # After the restore: sales at both stores reach both tills through the feed.
     await sales.sell(s1, "s1", "500")
     await sales.sell(s2, "s2", "600")
     await system.settle("s1", "s2")
     await assert_everything_once(system, sales, s1, s2)
+
+
+# About the agent alone: one central database is enough.
+@pytest.mark.parametrize("central_db_url", ["sqlite"], indirect=True)
+async def test_a_store_machine_replaced_by_a_new_one_numbers_after_the_old_one(
+    system: System,
+) -> None:
+    await system.prepare(["s1"])
+    await system.central.start()
+    agent = system.agent("s1")
+    await system.start_agents("s1")
+    till = system.till("s1")
+    sales = Sales(await till.register("9161110000"))
+    await sales.sell(till, "s1", "1000")
+    await sales.sell(till, "s1", "2000")
+    await system.wait_acked("s1")
+
+    # A new machine: the same store and token, an empty disk; its first customer comes before
+    # it could reach the central server.
+    await agent.stop()
+    shutil.rmtree(agent.data_dir)
+    await system.central.stop()
+    await agent.start()
+    newcomer = await till.register("9162220000")
+    await sales.sell(till, "s1", "500", card=newcomer)
+    started = datetime.now(UTC)
+    await system.central.start()
+    await system.wait_synced("s1", since=started)
+    assert "renumbered" in agent.log_tail(200)
+
+    # The old card came with the snapshot; new operations number after the old machine's.
+    await sales.sell(till, "s1", "800")
+    await sales.sell(till, "s1", "900", card=newcomer)
+    await system.wait_synced("s1", since=datetime.now(UTC))
+    await assert_everything_once(system, sales, till)
