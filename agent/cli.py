@@ -1,4 +1,5 @@
-"""``bonus-agent``: run the store agent, show its status, check a configuration."""
+"""``bonus-agent``: run the store agent, show its status, check a configuration, back up and
+restore its database."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import urllib.error
 import urllib.request
@@ -18,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from agent.app import create_app
+from agent.backup import BackupError, ServiceRunning, backup, restore, service_lock
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.logs import setup_logging
 from agent.notify import SystemdNotifier, watchdog_interval_s, watchdog_loop
@@ -139,15 +142,55 @@ def status(config: AgentConfig, as_json: bool) -> int:
     return 0 if body["phone_lookup_allowed"] else 3
 
 
+def backup_command(config: AgentConfig, command: str, path: Path) -> int:
+    """``backup PATH`` or ``restore PATH``; exit 1 when it could not be done (nothing changed)."""
+    try:
+        if command == "backup":
+            summary = backup(config.db_path, path)
+            print(f"backup of {config.db_path} written to {path}: {summary.describe()}")
+            return 0
+        summary, kept = restore(path, config.db_path)
+    except (BackupError, OSError, sqlite3.Error) as exc:
+        print(f"{command} failed: {exc}", file=sys.stderr)
+        return 1
+    print(f"restored {path} into {config.db_path}: {summary.describe()}")
+    if kept is not None:
+        print(f"the database it replaced is kept as {kept}")
+    print(
+        "start the agent: on its first sync it renumbers what it has not sent after what the "
+        "central server holds, and catches up (see systemd/README.md)"
+    )
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bonus-agent``."""
     parser = argparse.ArgumentParser(prog="bonus-agent", description="Pharmacy bonus store agent")
     parser.add_argument("--config", help="TOML configuration file (or BONUS_AGENT_CONFIG)")
+    # Also after the command, as the systemd unit writes it (``bonus-agent serve --config …``).
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="serve the tills")
-    status_parser = commands.add_parser("status", help="show the running agent's sync state")
+    commands.add_parser("serve", parents=[after], help="serve the tills")
+    status_parser = commands.add_parser(
+        "status", parents=[after], help="show the running agent's sync state"
+    )
     status_parser.add_argument("--json", action="store_true", help="print the raw JSON")
-    commands.add_parser("check-config", help="validate the configuration and print it")
+    commands.add_parser(
+        "check-config", parents=[after], help="validate the configuration and print it"
+    )
+    backup_parser = commands.add_parser(
+        "backup",
+        parents=[after],
+        help="write a consistent copy of the database (also while the agent serves)",
+    )
+    backup_parser.add_argument("path", type=Path, help="the backup file to write")
+    restore_parser = commands.add_parser(
+        "restore",
+        parents=[after],
+        help="replace the database with a backup (the agent must be stopped)",
+    )
+    restore_parser.add_argument("path", type=Path, help="the backup file to restore")
     args = parser.parse_args(argv)
     try:
         config, config_path = _config(args)
@@ -156,10 +199,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "serve":
         setup_logging(config.log_level, as_json=config.log_json)
-        asyncio.run(serve(config, config_path))
+        try:
+            # Held while serving: a restore refuses to replace the database under a running
+            # agent, and a second agent refuses to serve the same journal.
+            with service_lock(config.db_path):
+                asyncio.run(serve(config, config_path))
+        except ServiceRunning as exc:
+            log.error("%s", exc)
+            return 1
         return 0
     if args.command == "status":
         return status(config, args.json)
+    if args.command in ("backup", "restore"):
+        return backup_command(config, args.command, args.path)
     print(config.model_dump_json(indent=2))
     return 0
 

@@ -303,6 +303,25 @@ def last_seq(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
+def renumber_after(conn: sqlite3.Connection, acked_seq: int, shift: int) -> int:
+    """Move every operation after ``acked_seq`` up by ``shift``, with the references to their
+    numbers (a receipt's sale, a hold's placing); returns how many operations moved.
+
+    Op ids stay: the central server answers those it already holds as duplicates.  New
+    operations number after the moved ones, as SQLite gives a new row the highest number + 1.
+    """
+    assert shift > 0, "operations only move up, past what the central server holds"
+    # Through negative numbers: an UPDATE checks the primary key row by row, and moving a row up
+    # in place would collide with a row above it that has not moved yet.
+    moved = conn.execute(
+        "UPDATE journal SET seq = -(seq + ?) WHERE seq > ?", (shift, acked_seq)
+    ).rowcount
+    conn.execute("UPDATE journal SET seq = -seq WHERE seq < 0")
+    conn.execute("UPDATE receipts SET seq = seq + ? WHERE seq > ?", (shift, acked_seq))
+    conn.execute("UPDATE holds SET seq = seq + ? WHERE seq > ?", (shift, acked_seq))
+    return int(moved)
+
+
 # --- receipts ---------------------------------------------------------------------------------
 
 

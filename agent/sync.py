@@ -16,6 +16,7 @@ import random
 import sqlite3
 import zlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -204,6 +205,42 @@ class CentralClient:
             raise SyncError(f"snapshot failed: {type(exc).__name__}: {exc}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Renumbered:
+    """Operations moved up the journal: those after ``acked_seq`` up to ``last_seq``, by
+    ``shift``."""
+
+    acked_seq: int
+    last_seq: int
+    shift: int
+    count: int
+
+    def target(self, seq: int) -> int:
+        """Where an operation's number went."""
+        return seq + self.shift if seq > self.acked_seq else seq
+
+
+def check_upload_answer(ops: list[Op], answer: UploadResponse) -> None:
+    """An upload's answer acknowledges only what the batch covered and has a result for each
+    operation it acknowledges, under its number and op id; else ``SyncError`` and nothing is
+    marked synced (an acknowledgement beyond the batch would mark operations synced that the
+    central server has never seen).  The central server may acknowledge a prefix of the batch
+    (it applies a bounded number of registrations at a time); the rest goes again."""
+    first, last = ops[0].seq, ops[-1].seq
+    if not first <= answer.acked_seq <= last:
+        raise SyncError(
+            f"the central server acknowledged seq {answer.acked_seq} "
+            f"for a batch of seq {first}..{last}"
+        )
+    sent = sorted((op.seq, op.op_id) for op in ops if op.seq <= answer.acked_seq)
+    answered = sorted((result.seq, result.op_id) for result in answer.results)
+    if answered != sent:
+        raise SyncError(
+            f"the central server's results do not match the batch of seq {first}..{last} "
+            f"({len(answer.results)} results for {len(ops)} operations)"
+        )
+
+
 class Syncer:
     """Runs sync rounds: on schedule, with backoff after failures, and on demand."""
 
@@ -212,6 +249,8 @@ class Syncer:
         self.client = client
         self._round_lock = asyncio.Lock()
         self.rounds_completed = 0
+        #: The central server is ahead of a journal with nothing to renumber: said once.
+        self._ahead_logged = False
 
     # --- one round ----------------------------------------------------------------------------
 
@@ -246,6 +285,8 @@ class Syncer:
                 )
             ctx.central_clock_offset_s = (hello.server_time - ctx.clock.now()).total_seconds()
             await self._note_phone_key(hello.phone_key_id)
+            target_seq = await self._match_journal(hello.last_applied_seq, target_seq)
+            await self._match_feed(hello.head_cursor)
             if store.get_meta(ctx.db.reader, "cursor") is None:
                 await self._bootstrap()
         except SyncError as exc:
@@ -270,6 +311,101 @@ class Syncer:
         # and the replica includes it. Only now does "last sync" move.
         await ctx.record_sync(server_time)
         log.info("sync round complete: acked up to %d, cursor %d", target_seq, checkpoint)
+
+    async def _match_journal(self, central_last: int, target_seq: int) -> int:
+        """Compare what the central server holds of this store (``Hello.last_applied_seq``) with
+        the journal, and put the journal right; returns the round's target, moved with the
+        operations if they were renumbered.
+
+        - The central server holds more than the journal ever numbered: this journal was
+          restored from a backup, or the store's machine was replaced.  The unsent operations
+          are renumbered after the central server's number.
+        - It holds less than it acknowledged: it was restored from an older backup.  What it
+          lost is sent again from its number on (the journal keeps every operation).
+        """
+        reader = self.ctx.db.reader
+        acked = int(store.get_meta(reader, "acked_seq") or 0)
+        last = store.last_seq(reader)
+        if central_last > last:
+            moved = await self._renumber(
+                central_last,
+                f"the central server holds this store's operations up to seq {central_last}, "
+                f"this journal only up to seq {last} (restored from a backup, or a new machine)",
+            )
+            if moved is None and not self._ahead_logged:
+                self._ahead_logged = True
+                log.error(
+                    "the central server holds this store's operations up to seq %d, this "
+                    "journal only up to seq %d (restored from a backup, or a new machine): "
+                    "nothing unsent to renumber; operations recorded from now on are "
+                    "renumbered after seq %d before they are uploaded",
+                    central_last,
+                    last,
+                    central_last,
+                )
+            return target_seq if moved is None else moved.target(target_seq)
+        if central_last < acked:
+            log.error(
+                "the central server holds this store's operations only up to seq %d but had "
+                "acknowledged them up to seq %d (restored from an older backup): sending seq "
+                "%d..%d again",
+                central_last,
+                acked,
+                central_last + 1,
+                acked,
+            )
+            await self.ctx.db.write(lambda conn: store.set_meta(conn, "acked_seq", central_last))
+        return target_seq
+
+    async def _renumber(self, central_last: int, why: str) -> Renumbered | None:
+        """Move the operations not acknowledged yet to follow ``central_last``; None when there
+        are none, or they follow it already."""
+
+        def _write(conn: sqlite3.Connection) -> Renumbered | None:
+            # Read again in the writer: a sale may have been recorded since the caller looked.
+            acked = int(store.get_meta(conn, "acked_seq") or 0)
+            last = store.last_seq(conn)
+            if central_last <= acked or last <= acked:
+                return None
+            shift = central_last - acked
+            count = store.renumber_after(conn, acked, shift)
+            # Nothing of this store lies between: everything up to there is the central server's.
+            store.set_meta(conn, "acked_seq", central_last)
+            return Renumbered(acked, last, shift, count)
+
+        moved = await self.ctx.db.write(_write)
+        if moved is not None:
+            log.error(
+                "%s: renumbered %d unsent operations from seq %d..%d to %d..%d, keeping their op "
+                "ids (the central server answers those it already holds as duplicates)",
+                why,
+                moved.count,
+                moved.acked_seq + 1,
+                moved.last_seq,
+                moved.acked_seq + 1 + moved.shift,
+                moved.last_seq + moved.shift,
+            )
+        return moved
+
+    async def _match_feed(self, head_cursor: int) -> None:
+        """A change feed behind this store's cursor: the central server was restored from an
+        older backup, and its new changes reuse cursors the store has passed.  Load the
+        snapshot again, or those changes would never reach this store."""
+        cursor = store.get_meta(self.ctx.db.reader, "cursor")
+        if cursor is None or int(cursor) <= head_cursor:
+            return
+        log.error(
+            "the central server's change feed ends at cursor %d, before this store's cursor %d "
+            "(it was restored from an older backup): loading its snapshot again",
+            head_cursor,
+            int(cursor),
+        )
+
+        def _write(conn: sqlite3.Connection) -> None:
+            store.set_meta(conn, "cursor", None)
+            store.set_meta(conn, "cursor_card", None)
+
+        await self.ctx.db.write(_write)
 
     async def _note_phone_key(self, key_id: str) -> None:
         """Remember which key the chain's phone hashes are made with: a store whose key file is
@@ -418,6 +554,8 @@ class Syncer:
                 if ops and size > UPLOAD_BYTES_MAX:
                     break
                 ops.append(op)
+            if not ops:
+                return checkpoint  # nothing after ``acked``: the target moved past the journal
             try:
                 result = await self.client.upload(ops)
             except CentralRefused as exc:
@@ -428,7 +566,20 @@ class Syncer:
                     log.warning("central server asks to resume from %d", resume)
                     await self._set_acked(resume - 1)
                     continue
+                central_last = exc.details.get("last_applied_seq")
+                if exc.code == "idempotency_conflict" and isinstance(central_last, int):
+                    # Our numbers were used by other operations (a journal restored from a
+                    # backup that recorded sales before its first round): renumber after them.
+                    moved = await self._renumber(
+                        central_last,
+                        f"the central server holds seq {exc.details.get('seq')} of this store "
+                        f"as another operation (restored from a backup, or a new machine)",
+                    )
+                    if moved is not None:
+                        target_seq = moved.target(target_seq)
+                        continue
                 raise
+            check_upload_answer(ops, result)
             await self._set_acked(result.acked_seq)
             checkpoint = max(checkpoint, result.checkpoint)
             rejected = [r for r in result.results if r.status == "rejected"]

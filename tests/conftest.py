@@ -33,6 +33,13 @@ def _pg_bin(name: str) -> str | None:
     return candidates[0] if candidates else None
 
 
+def pg_tool(name: str) -> str:
+    """A PostgreSQL client program (``pg_dump``, ``pg_restore``…) of the installed server."""
+    found = _pg_bin(name)
+    assert found is not None, f"PostgreSQL's {name} is not installed"
+    return found
+
+
 def _as_postgres(argv: list[str]) -> list[str]:
     # PostgreSQL refuses to run as root; the tests run as root in CI containers.
     if os.geteuid() == 0:

@@ -181,6 +181,35 @@ class AgentProcess:
                 self._log.close()
                 self._log = None
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``bonus-agent ARGS`` over this agent's data directory; its exit code and output."""
+        return subprocess.run(
+            self.cli_command(*args),
+            cwd=self.work_dir,
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def cli_process(self, *args: str) -> subprocess.Popen[bytes]:
+        """``bonus-agent ARGS`` started and left running (to be killed half-way)."""
+        return subprocess.Popen(
+            self.cli_command(*args),
+            cwd=self.work_dir,
+            env=self._env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    @staticmethod
+    def cli_command(*args: str) -> list[str]:
+        """The command line of ``bonus-agent ARGS``."""
+        return [sys.executable, "-m", "agent.cli", *args]
+
     def log_tail(self, lines: int = 40) -> str:
         """The end of the current run's output, for failure messages."""
         try:

@@ -1,6 +1,7 @@
-"""Exactly-once upload at the API: duplicates answer their original results, a gap says where to
-resume, a reused sequence number is a conflict, and an operation that can never apply is
-recorded as rejected without blocking the ones behind it."""
+"""Exactly-once upload at the API: duplicates (by op id, under any sequence number) answer their
+original results, the acknowledgement covers exactly the batch, a gap says where to resume, a
+reused sequence number is a conflict, and an operation that can never apply is recorded as
+rejected without blocking the ones behind it."""
 
 from __future__ import annotations
 
@@ -101,6 +102,8 @@ async def test_a_reused_sequence_number_is_an_idempotency_conflict(
     assert status == 409, body
     assert body["error"]["code"] == "idempotency_conflict"
     assert body["error"]["details"]["seq"] == 2
+    # The store learns where the central server stands, to renumber after it.
+    assert body["error"]["details"]["last_applied_seq"] == 2
     assert await central.scalar(count_of(schema.store_ops)) == 2
     assert (
         await central.scalar(count_of(schema.receipts, schema.receipts.c.receipt_id == "ANOTHER"))
@@ -269,3 +272,106 @@ async def test_a_second_sale_under_a_recorded_receipt_id_is_rejected_not_stuck(
     assert [r["status"] for r in body["results"]] == ["rejected", "applied"]
     assert body["results"][0]["reason"] == "receipt_reused"
     assert (await central.invariants()).ok
+
+
+async def test_the_acknowledgement_never_goes_beyond_the_batch(
+    central: Central, s1: StoreOps
+) -> None:
+    """A store restored from a backup sends seq 1 again while the central server holds 1..3: the
+    answer acknowledges 1, not 3, or the store would take its own new 2 and 3 for synced."""
+    ops = [
+        s1.register("1000000001", "9160000001"),
+        s1.sale("1000000001", accrued=100),
+        s1.sale("1000000001", accrued=200),
+    ]
+    status, body = await central.upload(*ops)
+    assert status == 200, body
+    assert body["acked_seq"] == 3
+    status, body = await central.upload(ops[0])
+    assert status == 200, body
+    assert body["acked_seq"] == 1
+    assert [(r["seq"], r["status"]) for r in body["results"]] == [(1, "applied")]
+    status, body = await central.upload(*ops[:2])
+    assert status == 200, body
+    assert body["acked_seq"] == 2
+    assert await central.scalar(sa.select(schema.stores.c.last_applied_seq)) == 3
+
+
+async def test_an_operation_applied_under_another_number_is_a_duplicate(
+    central: Central, s1: StoreOps
+) -> None:
+    """A restored store renumbers its unsent operations after what the central server holds;
+    one of them the central server had already applied under its old number: it answers that
+    operation's original result and applies it only once."""
+    register, sale = s1.register("1000000001", "9160000001"), s1.sale("1000000001", accrued=5000)
+    status, first = await central.upload(register, sale)
+    assert status == 200, first
+    renumbered = {**sale, "seq": 3}
+    new_sale = {**s1.sale("1000000001", accrued=700), "seq": 4}
+    status, body = await central.upload(renumbered, new_sale)
+    assert status == 200, body
+    assert body["acked_seq"] == 4
+    original = first["results"][1]
+    assert body["results"][0] == {**original, "seq": 3}
+    assert body["results"][1]["status"] == "applied"
+    assert body["results"][1]["op_id"] == new_sale["op_id"]
+    # The retry of that batch (its answer lost) is a duplicate through and through.
+    status, again = await central.upload(renumbered, new_sale)
+    assert status == 200, again
+    assert again["results"] == body["results"]
+    accruals = await central.rows(
+        sa.select(schema.transactions.c.receipt_id, sa.func.count())
+        .where(schema.transactions.c.kind == "accrual")
+        .group_by(schema.transactions.c.receipt_id)
+    )
+    assert sorted(accruals) == [("s1-R1", 1), ("s1-R2", 1)]
+    # One record per operation, under the number it was first applied with.
+    recorded = await central.rows(
+        sa.select(schema.store_ops.c.seq, schema.store_ops.c.op_id).order_by(schema.store_ops.c.seq)
+    )
+    assert recorded == [(1, register["op_id"]), (2, sale["op_id"]), (4, new_sale["op_id"])]
+    assert await central.scalar(sa.select(schema.stores.c.last_applied_seq)) == 4
+    lots = await central.scalar(sa.select(sa.func.sum(schema.lots.c.remaining_kop)))
+    assert lots == 5700
+    assert (await central.invariants()).ok
+
+
+async def test_a_batch_of_duplicates_under_new_numbers_moves_the_store_on(
+    central: Central, s1: StoreOps
+) -> None:
+    register, sale = s1.register("1000000001", "9160000001"), s1.sale("1000000001", accrued=100)
+    status, _ = await central.upload(register, sale)
+    assert status == 200
+    status, body = await central.upload({**register, "seq": 3}, {**sale, "seq": 4})
+    assert status == 200, body
+    assert body["acked_seq"] == 4
+    # The next batch starts after the duplicates' numbers, not at a gap.
+    status, body = await central.upload({**s1.sale("1000000001", accrued=50), "seq": 5})
+    assert status == 200, body
+    assert body["acked_seq"] == 5
+    assert await central.scalar(count_of(schema.store_ops)) == 3
+    assert (await central.invariants()).ok
+
+
+async def test_an_operation_id_of_another_store_is_a_conflict(
+    central: Central, s1: StoreOps
+) -> None:
+    op = s1.register("1000000001", "9160000001")
+    status, _ = await central.upload(op)
+    assert status == 200
+    token2 = await register_store_on(central, "s2")
+    copied = {**StoreOps("s2").register("2000000001", "9160000002"), "op_id": op["op_id"]}
+    status, body = await central.upload(
+        copied, **{"X-Store-Id": "s2", "Authorization": f"Bearer {token2}"}
+    )
+    assert status == 409, body
+    assert body["error"]["code"] == "idempotency_conflict"
+    assert await central.scalar(count_of(schema.store_ops)) == 1
+
+
+async def test_an_operation_id_twice_in_a_batch_is_refused(central: Central, s1: StoreOps) -> None:
+    register = s1.register("1000000001", "9160000001")
+    sale = {**s1.sale("1000000001", accrued=100), "op_id": register["op_id"]}
+    status, body = await central.upload(register, sale)
+    assert status == 422, body
+    assert await central.scalar(count_of(schema.store_ops)) == 0

@@ -181,6 +181,21 @@ class ServerProcess:
             self._log.close()
             self._log = None
 
+    async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run the program's command ``ARGS`` with this server's settings (its database); its
+        exit code and output."""
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", self.module, *args],
+            cwd=self.work_dir,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
     def log_tail(self, lines: int = 60) -> str:
         """The end of the current run's output, for failure messages."""
         try:
@@ -223,20 +238,6 @@ class CentralProcess(ServerProcess):
         """The process id while it runs."""
         return self._proc.pid if self._proc is not None else None
 
-    async def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run ``bonus-central ARGS`` against the same database; its exit code and output."""
-        return await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "central.cli", *args],
-            cwd=self.work_dir,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-
 
 class AgentProcess(ServerProcess):
     """``bonus-agent serve`` for one store, syncing with a central server."""
@@ -259,6 +260,11 @@ class AgentProcess(ServerProcess):
         self.data_dir = work_dir / "data"
         self.messages_path = work_dir / "messages.jsonl"
         self.extra_env = dict(extra_env or {})
+
+    @property
+    def db_path(self) -> Path:
+        """The store's journal database."""
+        return self.data_dir / "agent.sqlite3"
 
     def env(self) -> dict[str, str]:
         env = _base_env()

@@ -1,6 +1,6 @@
 """A tiny HTTP proxy between a store agent and the central server, to break what a network or a
-server of another version would break: an answer lost after the central server committed, or an
-answer in a shape the agent does not know."""
+server of another version would break: an answer lost after the central server committed, an
+answer in a shape the agent does not know, or one acknowledging more than was sent."""
 
 from __future__ import annotations
 
@@ -30,6 +30,8 @@ class Proxy:
     drop_uploads: int = 0
     #: Fields added to the central server's greeting (as a newer server might send).
     hello_extra: dict[str, Any] | None = None
+    #: Added to the ``acked_seq`` of upload answers (a server acknowledging past the batch).
+    acked_beyond: int = 0
     uploads: int = 0
     dropped: int = 0
     hellos: int = 0
@@ -60,6 +62,10 @@ class Proxy:
                 body = json.dumps({**json.loads(body), **self.hello_extra}).encode()
         if request.path == "/sync/v1/upload":
             self.uploads += 1
+            if status == 200 and self.acked_beyond:
+                answer = json.loads(body)
+                answer["acked_seq"] += self.acked_beyond
+                body = json.dumps(answer).encode()
             if status == 200 and self.dropped < self.drop_uploads:
                 # The central server has committed the batch; the store never hears of it.
                 self.dropped += 1

@@ -4,6 +4,8 @@ direct look into the central ledger (what the office would see)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -15,7 +17,7 @@ import sqlalchemy as sa
 
 from central import schema
 from central.campaigns import run_campaign
-from central.db import Database, migrate, next_cursor
+from central.db import Database, is_sqlite, migrate, next_cursor
 from central.invariants import InvariantReport, check_invariants
 from central.phones import load_phone_key
 from central.program import current_settings, set_settings
@@ -23,6 +25,7 @@ from central.selection import CardFilter, Selection
 from central.stores import add_store
 from shared.lots import local_date
 from shared.settings import DEFAULT_SETTINGS
+from tests.conftest import pg_tool
 from tests.e2e.processes import AgentProcess, CentralProcess
 from tests.e2e.till import Till
 from tests.phonekeys import TEST_PHONE_HASH, export_key_file
@@ -130,6 +133,59 @@ async def campaign(url: str, campaign_id: str, amount_kop: int) -> dict[str, Any
             now=now,
             login=None,
         )
+
+
+def _sqlite_files(url: str) -> list[Path]:
+    database = sa.engine.make_url(url).database
+    assert database, url
+    path = Path(database)
+    return [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+
+
+def _pg_args(url: str) -> tuple[list[str], str]:
+    """The connection options of PostgreSQL's programs for a database URL, and its name."""
+    parsed = sa.engine.make_url(url)
+    assert parsed.database, url
+    host, port = str(parsed.query["host"]), str(parsed.query["port"])
+    return ["-h", host, "-p", port, "-U", parsed.username or "postgres"], parsed.database
+
+
+async def _run(argv: list[str]) -> None:
+    done = await asyncio.to_thread(
+        subprocess.run, argv, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, (argv, done.stdout, done.stderr)
+
+
+async def backup_central(url: str, path: Path) -> None:
+    """Back up the central database as its runbook says (the central server stopped): a copy of
+    the SQLite file, or ``pg_dump -Fc``."""
+    if is_sqlite(url):
+        files = _sqlite_files(url)
+        shutil.copyfile(files[0], path)
+        if files[1].exists():
+            shutil.copyfile(files[1], path.with_name(path.name + "-wal"))
+        return
+    options, name = _pg_args(url)
+    await _run([pg_tool("pg_dump"), *options, "-Fc", "-f", str(path), name])
+
+
+async def restore_central(url: str, path: Path) -> None:
+    """Put the central database back as it was at ``backup_central`` (the server stopped): the
+    file copied back without the current log, or ``dropdb``/``createdb``/``pg_restore``."""
+    if is_sqlite(url):
+        files = _sqlite_files(url)
+        for side in files[1:]:
+            side.unlink(missing_ok=True)
+        shutil.copyfile(path, files[0])
+        backup_wal = path.with_name(path.name + "-wal")
+        if backup_wal.exists():
+            shutil.copyfile(backup_wal, files[1])
+        return
+    options, name = _pg_args(url)
+    await _run([pg_tool("dropdb"), *options, name])
+    await _run([pg_tool("createdb"), *options, name])
+    await _run([pg_tool("pg_restore"), *options, "--no-owner", "-d", name, str(path)])
 
 
 class System:

@@ -107,3 +107,32 @@ async def test_an_answer_of_unknown_shape_is_a_sync_error_and_the_agent_keeps_tr
         moment = datetime.now(UTC)
         status_body = await till.wait_synced(moment)
         assert status_body["last_download_error"] is None
+
+
+@pytest.mark.parametrize("central_db_url", ["sqlite"], indirect=True)
+async def test_an_acknowledgement_beyond_the_batch_marks_nothing_synced(system: System) -> None:
+    """A central server that acknowledges more than the batch held (as one did before: the
+    store's last applied number, whatever was sent): the agent marks nothing synced, says why,
+    and sends again until an answer matches."""
+    await system.prepare(["s1"])
+    await system.central.start()
+    async with serve_proxy(Proxy(system.central.url, acked_beyond=2)) as proxy:
+        system.agent("s1", central_url=proxy.url)
+        await system.start_agents("s1")
+        till = system.till("s1")
+        card = await till.register("9168880001")
+        await till.sold(card, "100")
+        status_body = await till.status()
+        for _ in range(100):
+            if proxy.uploads >= 2 and status_body["last_upload_error"]:
+                break
+            await asyncio.sleep(0.1)
+            status_body = await till.status()
+        assert "acknowledged seq 5 for a batch of seq 1..3" in status_body["last_upload_error"]
+        assert status_body["pending_ops"] == 3
+        transactions = await till.ok("GET", f"/pos/v1/cards/{card}/transactions")
+        assert not any(item["synced"] for item in transactions["transactions"])
+
+        proxy.acked_beyond = 0
+        status_body = await till.wait_synced(datetime.now(UTC))
+        assert status_body["last_upload_error"] is None
