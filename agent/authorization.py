@@ -2,7 +2,7 @@
 while the central server answers, and the bounded offline risk when it does not.
 
 The central server gets ``online_authorization_timeout_s`` to answer; after that the store
-falls back to its own rules, and the offline caps of the program settings (off by default)
+falls back to its own rules, and the offline caps of the program settings (on by default)
 bound what it may redeem alone.
 """
 

@@ -109,16 +109,20 @@ class ProgramSettings(BaseModel):
     debt_allowed: bool = Field(
         True, description="Reversals beyond the balance become debt, paid first by later credits."
     )
+    # The offline caps are on by default: without them two stores that cannot reach the central
+    # server may each spend a card's whole balance (docs/settings.md says why these values).
     offline_redemption_max_kop: int | None = Field(
-        None,
+        100_000,
         ge=0,
         description="Cap on one redemption made without central authorisation; null = none.",
     )
     offline_redemption_store_total_max_kop: int | None = Field(
-        None, ge=0, description="Cap on the total redeemed offline by a store since its last sync."
+        500_000,
+        ge=0,
+        description="Cap on the total redeemed offline by a store since its last sync; null = none.",
     )
     offline_redemptions_per_card_day_max: int | None = Field(
-        None, ge=0, description="Cap on offline redemptions per card and day; null = none."
+        1, ge=0, description="Cap on offline redemptions per card and day; null = none."
     )
 
     @field_validator("time_zone")

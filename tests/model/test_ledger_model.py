@@ -431,6 +431,11 @@ class LedgerMachine(RuleBasedStateMachine):
             # ledger and would only refuse codes.
             "verification_resend_after_s": 0,
             "verification_codes_per_phone_hour_max": 100,
+            # The model does not model the offline caps (tested in tests/agent): off here, so
+            # that the offline overspends the ledger must turn into debt are explored.
+            "offline_redemption_max_kop": None,
+            "offline_redemption_store_total_max_kop": None,
+            "offline_redemptions_per_card_day_max": None,
         }
         self.run(self.system.set_program(**changes))
         self.settings = ProgramSettings(version=2, **changes)

@@ -35,7 +35,10 @@ def test_settings_defaults_are_standard_n() -> None:
     assert s.verification_codes_per_phone_hour_max == 10
     assert s.sync_staleness_max_s == 60 * 60
     assert s.debt_allowed is True
-    assert s.offline_redemption_max_kop is None
+    # The offline caps are on (docs/settings.md says why).
+    assert s.offline_redemption_max_kop == 100_000
+    assert s.offline_redemption_store_total_max_kop == 500_000
+    assert s.offline_redemptions_per_card_day_max == 1
     assert s == DEFAULT_SETTINGS
 
 
