@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 
 from agent.phonekey import PhoneHasher
+from central import audit_refusals, login_limits
 from central.api import (
     AUTH_HOLD_KEY,
     DB_KEY,
@@ -19,17 +20,27 @@ from central.api import (
     add_sync_routes,
     store_auth_middleware,
 )
+from central.audit_refusals import RefusalCounter
+from central.client_address import parse_networks
 from central.config import CentralConfig
 from central.db import Database, migrate
 from central.expiry import expire
-from central.office_api import add_office_routes, office_middleware
+from central.login_limits import LoginPolicy
+from central.office_api import GUARD_KEY, OfficeGuard, add_office_routes, office_middleware
+from central.passwords import PasswordHashing, default_threads
 from central.phones import load_phone_key
 from central.program import current_settings
+from central.staff import password_matches
 from central.sync import phone_key
 from shared.lots import local_date
 from shared.web import REQUEST_TIMEOUT_KEY, STREAMING_PATHS_KEY, error_middleware, json_response
 
 log = logging.getLogger(__name__)
+
+#: How often the counted refusals of the office are written, and the login limiter's and the
+#: refusals' old rows pruned.
+REFUSALS_FLUSH_S = 2.0
+PRUNE_EVERY_S = 600.0
 
 
 async def health(request: web.Request) -> web.Response:
@@ -51,6 +62,20 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
     app.router.add_get("/health", health)
     add_sync_routes(app)
     add_office_routes(app)
+    guard = OfficeGuard(
+        policy=LoginPolicy.from_config(config),
+        hashing=PasswordHashing(
+            threads=config.password_hashing_threads or default_threads(),
+            queue_max=config.password_hashing_queue_max,
+            wait_s=config.password_hashing_wait_s,
+            nice=config.password_hashing_nice,
+        ),
+        proxies=parse_networks(config.trusted_proxies),
+        refusals=RefusalCounter(
+            config.audit_refusals_window_s, config.audit_refusals_rows_per_window_max
+        ),
+    )
+    app[GUARD_KEY] = guard
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         db = Database(config.database_url)
@@ -61,7 +86,14 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
             await load_phone_key(db, config.phone_hash_params), threads=config.phone_hash_threads
         )
         app[PHONE_HASHER_KEY] = hasher
-        tasks = []
+        # The hash of nobody's password, made once now rather than by the first unknown login.
+        await guard.hashing.run(password_matches, None, "")
+        tasks = [
+            asyncio.create_task(
+                _office_housekeeping(db, guard, config.audit_refusals_keep_days),
+                name="office-housekeeping",
+            )
+        ]
         if run_expiry:
             tasks.append(asyncio.create_task(_daily_expiry(db, config.expiry_hour), name="expiry"))
         log.info("central server ready on %s:%s", config.listen_host, config.listen_port)
@@ -73,6 +105,11 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             hasher.close()
+            try:
+                await guard.refusals.flush(db)
+            except Exception:
+                log.exception("could not write the last counts of refused office requests")
+            guard.hashing.close()
             await db.close()
 
     app.cleanup_ctx.append(resources)
@@ -97,3 +134,38 @@ async def _daily_expiry(db: Database, hour: int) -> None:
         except Exception:
             log.exception("expiry job failed; retrying in 10 minutes")
             await asyncio.sleep(600)
+
+
+async def _office_housekeeping(db: Database, guard: OfficeGuard, keep_days: int) -> None:
+    """Write the counted refusals every few seconds; prune the login limiter's and the
+    refusals' old rows every ten minutes (a chunk per transaction)."""
+    next_prune = 0.0
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(REFUSALS_FLUSH_S)
+        try:
+            await guard.refusals.flush(db)
+            if loop.time() >= next_prune:
+                next_prune = loop.time() + PRUNE_EVERY_S
+                await prune_office(db, guard.policy, keep_days, datetime.now(UTC))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("office housekeeping failed; retrying")
+
+
+#: Transactions one pruning round may take, so that a round ends even after a long flood.
+PRUNE_ROUNDS_MAX = 100
+
+
+async def prune_office(
+    db: Database, policy: login_limits.LoginPolicy, keep_days: int, now: datetime
+) -> None:
+    """Delete the login limiter's rows that no longer matter and refusal counts past keeping."""
+    for _ in range(PRUNE_ROUNDS_MAX):
+        async with db.write() as conn:
+            deleted = await login_limits.prune(conn, policy, now)
+            deleted += await audit_refusals.prune(conn, keep_days, now)
+        if not deleted:
+            return
+        await asyncio.sleep(0)

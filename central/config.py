@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.phones import (
     PHONE_HASH_MEMORY_KIB_MAX,
@@ -88,6 +96,98 @@ class CentralConfig(BaseModel):
     def phone_hash_params(self) -> PhoneHashParams:
         """The cost of the phone hashes this server makes."""
         return PhoneHashParams(self.phone_hash_memory_kib, self.phone_hash_time_cost)
+
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Reverse proxies (addresses or CIDR networks) whose X-Forwarded-For names the client; "
+            "anybody else's is ignored."
+        ),
+    )
+    password_hashing_threads: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="Password hashes computed at once per process (argon2, 64 MiB each); 0 = CPUs.",
+    )
+    password_hashing_queue_max: int = Field(
+        8,
+        ge=0,
+        le=1000,
+        description="Logins that may wait for a hashing thread; more are refused with login_busy.",
+    )
+    password_hashing_wait_s: float = Field(
+        2.0, gt=0, le=30, description="Longest wait of a login for a hashing thread."
+    )
+    password_hashing_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Niceness added to the hashing threads, so that store sync gets the CPU first.",
+    )
+    login_address_failures_free: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Failed logins from one client address before each further one is delayed.",
+    )
+    login_address_delay_max_s: int = Field(
+        900, ge=1, le=86400, description="Longest delay imposed on one client address."
+    )
+    login_account_failures_free: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="Failed logins with one login name before each further one is delayed.",
+    )
+    login_account_delay_max_s: int = Field(
+        300,
+        ge=1,
+        le=86400,
+        description="Longest delay imposed on one login name (an address it logged in from skips it).",
+    )
+    login_failures_forget_s: int = Field(
+        3600,
+        ge=60,
+        le=30 * 86400,
+        description="Seconds after its last failure that a login name's or address's count resets.",
+    )
+    login_known_address_days: int = Field(
+        90,
+        ge=1,
+        le=3650,
+        description="Days an address a login succeeded from stays known to that login.",
+    )
+    audit_refusals_window_s: int = Field(
+        3600,
+        ge=60,
+        le=86400,
+        description="Refused anonymous office requests are counted per source in windows this long.",
+    )
+    audit_refusals_rows_per_window_max: int = Field(
+        500,
+        ge=10,
+        le=100_000,
+        description="Sources counted apart in one window; the rest are counted together.",
+    )
+    audit_refusals_keep_days: int = Field(
+        90, ge=1, le=3650, description="Days the counts of refused anonymous requests are kept."
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item.strip(), strict=False)
+        return [item.strip() for item in value]
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        # The environment gives one string: BONUS_CENTRAL_TRUSTED_PROXIES="10.0.0.1,10.1.0.0/16".
+        if isinstance(value, str):
+            return [item for item in value.split(",") if item.strip()]
+        return value
 
     @model_validator(mode="after")
     def _workers_need_postgresql(self) -> CentralConfig:

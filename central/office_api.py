@@ -16,9 +16,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from central import schema
+from central import login_limits, schema
 from central.annulment import annul_receipt
 from central.api import DB_KEY
+from central.audit_refusals import RefusalCounter
 from central.campaigns import (
     CAMPAIGN_ID_CHARS_MAX,
     campaign_cards,
@@ -29,6 +30,7 @@ from central.campaigns import (
     run_zeroing,
 )
 from central.cards_office import CARDS_PAGE_MAX, card_page, search_cards
+from central.client_address import IPNetwork, client_address
 from central.journal import (
     JOURNAL_PAGE_MAX,
     JournalFilter,
@@ -36,9 +38,19 @@ from central.journal import (
     journal_csv,
     journal_page,
 )
+from central.login_limits import LoginPolicy
+from central.passwords import HashingBusy, PasswordHashing
 from central.program import current_settings, set_settings
 from central.selection import CardFilter, Selection
-from central.staff import Permission, StaffMember, log_in, log_out, member_of_session
+from central.staff import (
+    Permission,
+    StaffMember,
+    log_out,
+    member_of_session,
+    open_session,
+    password_matches,
+    stored_hash,
+)
 from central.stores import StoreExists, add_store, list_stores
 from shared.amounts import AmountIn, DayIn
 from shared.errors import BonusError, ErrorCode
@@ -47,7 +59,25 @@ from shared.web import Handler, error_response, json_response, parse_body
 
 MEMBER_KEY = web.RequestKey("staff_member", StaffMember)
 AUDIT_KEY = web.RequestKey("audit_params", dict)
+#: Set when the handler has audited its refusal itself (a wrong password, with the limiter).
+AUDITED_KEY = web.RequestKey("audited", bool)
 P = Permission
+#: What a login refused for a busy server tells the client to wait, in seconds.
+LOGIN_BUSY_RETRY_S = 1
+
+
+@dataclass(frozen=True)
+class OfficeGuard:
+    """What protects the office's login: the limits, the hashing threads, the trusted proxies
+    and the counted audit of refusals."""
+
+    policy: LoginPolicy
+    hashing: PasswordHashing
+    proxies: tuple[IPNetwork, ...]
+    refusals: RefusalCounter
+
+
+GUARD_KEY = web.AppKey("office_guard", OfficeGuard)
 
 
 def now() -> datetime:
@@ -148,14 +178,45 @@ def _int(request: web.Request, name: str, default: int, maximum: int) -> int:
 # --- handlers -----------------------------------------------------------------------------------
 
 
+def request_address(request: web.Request) -> str:
+    """The client's address, through the trusted proxies' X-Forwarded-For."""
+    return client_address(
+        request.remote,
+        request.headers.getall("X-Forwarded-For", []),
+        request.app[GUARD_KEY].proxies,
+    )
+
+
 async def login(request: web.Request) -> web.Response:
     body = await parse_body(request, LoginRequest)
     request[AUDIT_KEY] = {"login": body.login}
-    async with request.app[DB_KEY].write() as conn:
-        session = await log_in(conn, body.login, body.password, now())
-    if session is None:
-        raise BonusError(ErrorCode.UNAUTHORIZED, "Неверный логин или пароль")
-    token, expires_at = session
+    db, guard = request.app[DB_KEY], request.app[GUARD_KEY]
+    address = request_address(request)
+    # No transaction is open while the password is hashed: the hash takes a thread for
+    # ~150 ms, and on SQLite a write transaction would hold the one writer lock all along.
+    async with db.read() as conn:
+        wait_s = await login_limits.refusal_wait_s(conn, guard.policy, body.login, address, now())
+        password_hash = None if wait_s else await stored_hash(conn, body.login)
+    if wait_s:
+        raise BonusError(ErrorCode.LOGIN_RATE_LIMITED, retry_after_s=wait_s)
+    try:
+        matches = await guard.hashing.run(password_matches, password_hash, body.password)
+    except HashingBusy:
+        raise BonusError(ErrorCode.LOGIN_BUSY, retry_after_s=LOGIN_BUSY_RETRY_S) from None
+    moment = now()
+    if not matches:
+        error = BonusError(ErrorCode.UNAUTHORIZED, "Неверный логин или пароль")
+        async with db.write() as conn:
+            await login_limits.record_failure(conn, guard.policy, body.login, address, moment)
+            key = guard.refusals.key(
+                moment, address, _action(request), body.login, str(error.code), error.http_status
+            )
+            await guard.refusals.write(conn, key, moment)
+        request[AUDITED_KEY] = True
+        raise error
+    async with db.write() as conn:
+        token, expires_at = await open_session(conn, body.login, moment)
+        await login_limits.record_success(conn, guard.policy, body.login, address, moment)
     return json_response({"token": token, "expires_at": expires_at.isoformat()}, status=201)
 
 
@@ -519,7 +580,11 @@ async def office_middleware(request: web.Request, handler: Handler) -> web.Strea
         response = await handler(request)
     except BonusError as exc:
         await _audit(request, exc.http_status, exc.to_body())
-        return error_response(exc)
+        refused = error_response(exc)
+        retry_after_s = exc.details.get("retry_after_s")
+        if isinstance(retry_after_s, int):
+            refused.headers["Retry-After"] = str(retry_after_s)
+        return refused
     except ValidationError:
         await _audit(request, 422, {"error": "validation_error"})
         raise
@@ -543,11 +608,49 @@ async def office_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
+def _action(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return f"{request.method} {resource.canonical if resource else request.path}"
+
+
+#: The codes of refusals that aiohttp itself raised (as the error middleware answers them).
+_HTTP_CODES = {
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+}
+
+
+def _error_code(status: int, result: Any) -> str:
+    error = result.get("error") if isinstance(result, dict) else None
+    if isinstance(error, dict):
+        return str(error.get("code", ""))
+    if status in _HTTP_CODES:
+        return str(_HTTP_CODES[status])
+    return str(error or "")
+
+
 async def _audit(request: web.Request, status: int, result: Any) -> None:
     params = request.get(AUDIT_KEY, {})
     member = request.get(MEMBER_KEY)
-    resource = request.match_info.route.resource
-    action = f"{request.method} {resource.canonical if resource else request.path}"
+    action = _action(request)
+    if member is None and status >= 400:
+        # Refused and nobody's: counted, not a row each (central/audit_refusals.py), so that a
+        # flood neither grows the audit nor takes a write transaction per request.
+        if not request.get(AUDITED_KEY):
+            guard = request.app[GUARD_KEY]
+            login = params.get("login")
+            moment = now()
+            key = guard.refusals.key(
+                moment,
+                request_address(request),
+                action,
+                login if isinstance(login, str) else None,
+                _error_code(status, result),
+                status,
+            )
+            guard.refusals.count(key, moment)
+        return
     async with request.app[DB_KEY].write() as conn:
         await conn.execute(
             schema.audit.insert().values(

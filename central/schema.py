@@ -218,6 +218,47 @@ audit = sa.Table(
     sa.Index("audit_at", "at"),
 )
 
+#: Refused office requests without a session (wrong passwords, logins over their limits, no
+#: token), counted per window, source, action, login and code instead of a row each: a flood
+#: adds to a few counters instead of growing the audit (``central/audit_refusals.py``).
+audit_refusals = sa.Table(
+    "audit_refusals",
+    metadata,
+    sa.Column("window_start", sa.DateTime(timezone=True), primary_key=True),
+    sa.Column("address", sa.String(64), primary_key=True),
+    sa.Column("action", sa.String(64), primary_key=True),
+    sa.Column("login", sa.String(64), primary_key=True),
+    sa.Column("code", sa.String(32), primary_key=True),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("attempts", sa.BigInteger, nullable=False),
+    sa.Column("first_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("last_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: The login limiter's state, shared by every server process: failed logins in a row per login
+#: name (``login:<name>``) and per client address (``address:<address>``), and until when
+#: further attempts are refused (``central/login_limits.py``).
+login_throttle = sa.Table(
+    "login_throttle",
+    metadata,
+    sa.Column("key", sa.String(80), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_failure_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("blocked_until", sa.DateTime(timezone=True)),
+    sa.Index("login_throttle_last_failure", "last_failure_at"),
+)
+
+#: Addresses each account logged in from: there the account's own delay does not apply, so a
+#: flood against a login from elsewhere does not lock its owner out.
+staff_addresses = sa.Table(
+    "staff_addresses",
+    metadata,
+    sa.Column("login", sa.String(64), sa.ForeignKey("staff.login"), primary_key=True),
+    sa.Column("address", sa.String(64), primary_key=True),
+    sa.Column("last_login_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("staff_addresses_last_login", "last_login_at"),
+)
+
 #: Campaigns (mass accruals) and zeroings, with their state and totals.
 campaigns = sa.Table(
     "campaigns",

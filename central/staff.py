@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -16,9 +17,37 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from central import schema
 
 SESSION_TTL = timedelta(hours=12)
+#: argon2's defaults (64 MiB, 3 passes; about 150 ms of one CPU).  Hashing is CPU work for a
+#: thread (``central/passwords.py``), never for the event loop.
 _hasher = PasswordHasher()
-#: Verified against when the login does not exist, so that timing does not tell logins apart.
-_DUMMY_HASH = _hasher.hash("not a password of anybody")
+#: The hash of nobody's password, with the hasher that made it (its parameters must be the
+#: hasher's own, or an unknown login would be told apart by its time).
+_dummy: tuple[PasswordHasher, str] | None = None
+
+
+def hash_password(password: str) -> str:
+    """The argon2 hash kept for a password (CPU-heavy: run it in a thread)."""
+    return _hasher.hash(password)
+
+
+def password_matches(stored_hash: str | None, password: str) -> bool:
+    """Whether a password matches its stored hash (CPU-heavy: run it in a thread).
+
+    Without a hash (an unknown or inactive login) the password is checked against a hash of
+    nobody's, with the same parameters, so that the answer takes as long as for a real account.
+    """
+    global _dummy
+    hasher = _hasher
+    if stored_hash is None:
+        if _dummy is None or _dummy[0] is not hasher:
+            _dummy = (hasher, hasher.hash("not a password of anybody"))
+        with contextlib.suppress(VerificationError, InvalidHashError):
+            hasher.verify(_dummy[1], password)
+        return False
+    try:
+        return bool(hasher.verify(stored_hash, password))
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 class Permission(StrEnum):
@@ -53,11 +82,12 @@ async def add_staff(
     conn: AsyncConnection,
     login: str,
     name: str,
-    password: str,
+    password_hash: str,
     permissions: set[Permission],
     now: datetime,
 ) -> None:
-    """Create an office account."""
+    """Create an office account with a password hashed beforehand (``hash_password``, in a
+    thread and outside this transaction)."""
     exists = await conn.scalar(
         sa.select(sa.func.count()).select_from(schema.staff).where(schema.staff.c.login == login)
     )
@@ -67,29 +97,25 @@ async def add_staff(
         schema.staff.insert().values(
             login=login,
             name=name,
-            password_hash=_hasher.hash(password),
+            password_hash=password_hash,
             permissions=sorted(str(p) for p in permissions),
             created_at=now,
         )
     )
 
 
-async def log_in(
-    conn: AsyncConnection, login: str, password: str, now: datetime
-) -> tuple[str, datetime] | None:
-    """Check a password and open a session; returns (token, expiry) or None."""
-    row = (
-        await conn.execute(
-            sa.select(schema.staff).where(schema.staff.c.login == login, schema.staff.c.active)
+async def stored_hash(conn: AsyncConnection, login: str) -> str | None:
+    """The password hash of an active account; None for an unknown or inactive login."""
+    value = await conn.scalar(
+        sa.select(schema.staff.c.password_hash).where(
+            schema.staff.c.login == login, schema.staff.c.active
         )
-    ).first()
-    stored = row.password_hash if row is not None else _DUMMY_HASH
-    try:
-        _hasher.verify(stored, password)
-    except (VerificationError, InvalidHashError):
-        return None
-    if row is None:
-        return None
+    )
+    return str(value) if value is not None else None
+
+
+async def open_session(conn: AsyncConnection, login: str, now: datetime) -> tuple[str, datetime]:
+    """A new session of an account whose password was checked; returns (token, expiry)."""
     token = secrets.token_urlsafe(32)
     expires_at = now + SESSION_TTL
     await conn.execute(

@@ -43,6 +43,8 @@ class ErrorCode(StrEnum):
     HOLD_EXPIRED = "hold_expired"
     HOLD_RESOLVED = "hold_resolved"
     SERVICE_BUSY = "service_busy"
+    LOGIN_RATE_LIMITED = "login_rate_limited"
+    LOGIN_BUSY = "login_busy"
     PROTOCOL_VERSION = "protocol_version"
     INTERNAL_ERROR = "internal_error"
 
@@ -85,6 +87,8 @@ MESSAGES_RU: Final[dict[ErrorCode, str]] = {
     ErrorCode.HOLD_EXPIRED: "Срок резерва бонусов истёк",
     ErrorCode.HOLD_RESOLVED: "Резерв бонусов уже использован или снят",
     ErrorCode.SERVICE_BUSY: "Сервис занят, повторите запрос",
+    ErrorCode.LOGIN_RATE_LIMITED: "Слишком много неудачных попыток входа, повторите позже",
+    ErrorCode.LOGIN_BUSY: "Слишком много входов одновременно, повторите через несколько секунд",
     ErrorCode.PROTOCOL_VERSION: "Версия программы не поддерживается сервером",
     ErrorCode.INTERNAL_ERROR: "Внутренняя ошибка сервиса бонусов, повторите операцию",
 }
@@ -122,6 +126,10 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.HOLD_EXPIRED: 410,
     ErrorCode.HOLD_RESOLVED: 409,
     ErrorCode.SERVICE_BUSY: 429,
+    ErrorCode.LOGIN_RATE_LIMITED: 429,
+    # The server's hashing capacity, not this client, is exhausted; still a 4xx like
+    # ``service_busy``: the caller may simply try again.
+    ErrorCode.LOGIN_BUSY: 429,
     ErrorCode.PROTOCOL_VERSION: 426,
     # The one 5xx: a fault of ours, never an answer to bad input.
     ErrorCode.INTERNAL_ERROR: 500,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from central.config import CentralConfig
 from shared.settings import ProgramSettings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -67,3 +68,38 @@ def test_docs_domain_rules_name_functions_that_exist() -> None:
                 target = getattr(target, attr)
             named += 1
     assert named > 20
+
+
+CENTRAL_DOC = DOCS / "central.md"
+#: A row of the central server's configuration table: | `name` | `default` … | meaning |
+CENTRAL_ROW = re.compile(
+    r"^\|\s*`(?P<name>[a-z0-9_]+)`\s*\|\s*`(?P<default>[^`]*)`[^|]*\|(?P<meaning>[^|]+)\|"
+)
+
+
+def documented_central_config() -> dict[str, re.Match[str]]:
+    rows = {}
+    for line in CENTRAL_DOC.read_text(encoding="utf-8").splitlines():
+        match = CENTRAL_ROW.match(line)
+        if match:
+            assert match["name"] not in rows, f"{match['name']} is documented twice"
+            rows[match["name"]] = match
+    return rows
+
+
+@pytest.mark.parametrize("name", list(CentralConfig.model_fields))
+def test_docs_every_central_setting_is_in_central_md_with_its_default(name: str) -> None:
+    row = documented_central_config().get(name)
+    assert row is not None, f"{name} has no row in docs/central.md's configuration table"
+    text = row["default"]
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = text  # a bare string: a URL, an address, a log level
+    documented = CentralConfig.model_validate({name: value})
+    assert getattr(documented, name) == getattr(CentralConfig(), name)
+    assert row["meaning"].strip()
+
+
+def test_docs_central_md_documents_no_unknown_setting() -> None:
+    assert set(documented_central_config()) - set(CentralConfig.model_fields) == set()

@@ -26,7 +26,8 @@ from central.api import DB_KEY, PHONE_HASHER_KEY
 from central.app import create_app
 from central.db import Database
 from central.invariants import check_invariants
-from central.staff import Permission, add_staff
+from central.office_api import GUARD_KEY
+from central.staff import Permission, add_staff, hash_password
 from central.stores import add_store
 from central.sync import upload
 from shared.journal import (
@@ -182,8 +183,11 @@ class Office:
     async def add_staff(
         self, login: str, permissions: set[Permission] | frozenset[Permission]
     ) -> None:
+        password_hash = hash_password(PASSWORD)
         async with self.db.write() as conn:
-            await add_staff(conn, login, f"Сотрудник {login}", PASSWORD, set(permissions), _now())
+            await add_staff(
+                conn, login, f"Сотрудник {login}", password_hash, set(permissions), _now()
+            )
 
     async def log_in(self, login: str, password: str = PASSWORD) -> tuple[int, Any]:
         return await self.call("POST", "/admin/v1/session", {"login": login, "password": password})
@@ -250,6 +254,19 @@ class Office:
     async def journal(self, **params: Any) -> list[dict[str, Any]]:
         answer = await self.ok("GET", "/admin/v1/journal", params={"limit": 500, **params})
         return list(answer["transactions"])
+
+    async def refusals(self, address: str = "127.0.0.1") -> dict[tuple[str, str, str, int], int]:
+        """The counted refusals of requests without a session from ``address`` (written first):
+        (action, login, code, status) → attempts."""
+        await self.app[GUARD_KEY].refusals.flush(self.db)
+        table = schema.audit_refusals
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(table).where(table.c.address == address))).all()
+        counts: dict[tuple[str, str, str, int], int] = {}
+        for row in rows:
+            key = (row.action, row.login, row.code, row.status)
+            counts[key] = counts.get(key, 0) + row.attempts
+        return counts
 
     async def audit(self) -> list[Any]:
         async with self.db.read() as conn:

@@ -17,7 +17,7 @@ from agent.clock import FakeClock
 from agent.config import AgentConfig, ProviderConfig
 from central.api import DB_KEY
 from central.app import create_app as create_central
-from central.staff import Permission, add_staff
+from central.staff import Permission, add_staff, hash_password
 from central.stores import add_store
 from tests.office.conftest import PASSWORD
 from tests.phonekeys import central_config, export_key_file
@@ -35,7 +35,9 @@ async def test_a_store_sees_campaign_points_after_a_sync(
     now = datetime.now(UTC)
     async with server.app[DB_KEY].write() as conn:
         token = await add_store(conn, "store-7", "Аптека №7", now)
-        await add_staff(conn, "marketing", "Маркетолог", PASSWORD, {Permission.CAMPAIGNS}, now)
+        await add_staff(
+            conn, "marketing", "Маркетолог", hash_password(PASSWORD), {Permission.CAMPAIGNS}, now
+        )
     office = await aiohttp_client(server)
     response = await office.post(
         "/admin/v1/session", json={"login": "marketing", "password": PASSWORD}
