@@ -25,7 +25,7 @@ from central.client_address import parse_networks
 from central.config import CentralConfig
 from central.db import Database, migrate
 from central.expiry import expire
-from central.login_limits import LoginPolicy
+from central.login_limits import KnownBlocks, LoginPolicy, RefusalPauses
 from central.office_api import GUARD_KEY, OfficeGuard, add_office_routes, office_middleware
 from central.passwords import PasswordHashing, default_threads
 from central.phones import load_phone_key
@@ -62,8 +62,9 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
     app.router.add_get("/health", health)
     add_sync_routes(app)
     add_office_routes(app)
+    policy = LoginPolicy.from_config(config)
     guard = OfficeGuard(
-        policy=LoginPolicy.from_config(config),
+        policy=policy,
         hashing=PasswordHashing(
             threads=config.password_hashing_threads or default_threads(),
             queue_max=config.password_hashing_queue_max,
@@ -74,6 +75,8 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
         refusals=RefusalCounter(
             config.audit_refusals_window_s, config.audit_refusals_rows_per_window_max
         ),
+        blocks=KnownBlocks(),
+        pauses=RefusalPauses(policy.refusal_pause_s, policy.refusal_pauses_max),
     )
     app[GUARD_KEY] = guard
 

@@ -10,9 +10,9 @@ number of attempts and the first and last time.
 
 Bounded: at most ``rows_per_window_max`` rows per window count sources apart; attempts of
 further sources in that window add to one row whose address and login are ``*``.  Rows older than
-``keep_days`` are pruned.  Refusals that need no write of their own (everything but a wrong
-password, which is counted in the login limiter's transaction) wait in memory
-(``RefusalCounter``, itself bounded) and are written together every few seconds.
+``keep_days`` are pruned.  The counts wait in memory (``RefusalCounter``, itself bounded) and are
+written together every few seconds, in one transaction of a few statements, so that a flood
+adds no write of its own to the one writer lock; a crash loses those seconds of counts.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from central.db import Database
 
 #: The address and login of the row that counts the sources beyond a window's limit.
 OVERFLOW = "*"
-#: Distinct counters one process keeps between two writes; more are counted under ``*``.
-PENDING_MAX = 1000
+#: Distinct counters one process keeps between two writes (every few seconds); more are counted
+#: under ``*``.  Small, so that a flood from ever new addresses makes a small write.
+PENDING_MAX = 100
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,14 @@ async def write_counts(
         else:
             # Near the limit: sources already counted keep their rows, new ones fill the rest
             # (the busiest first), and the others go to the overflow row.
-            rows = await conn.execute(
-                sa.select(table.c.address, table.c.action, table.c.login, table.c.code).where(
-                    table.c.window_start == start
+            present = {
+                tuple(row)
+                for row in await conn.execute(
+                    sa.select(table.c.address, table.c.action, table.c.login, table.c.code).where(
+                        table.c.window_start == start
+                    )
                 )
-            )
-            present = {tuple(row) for row in rows}
+            }
             room = max(0, rows_per_window_max - existing)
             for key, count in sorted(window.items(), key=lambda item: -item[1].attempts):
                 if (key.address, key.action, key.login, key.code) in present:
@@ -134,36 +137,39 @@ async def write_counts(
                     _merge(final, key, count)
                 else:
                     _merge(final, _overflow(key), count)
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        statement = dialect.insert(table).values(
-            [
-                {
-                    "window_start": key.window_start,
-                    "address": key.address,
-                    "action": key.action,
-                    "login": key.login,
-                    "code": key.code,
-                    "status": key.status,
-                    "attempts": count.attempts,
-                    "first_at": count.first_at,
-                    "last_at": count.last_at,
-                }
-                # One lock order for every process.
-                for key, count in sorted(
-                    final.items(),
-                    key=lambda item: (item[0].address, item[0].action, item[0].login, item[0].code),
-                )
-            ]
-        )
-        await conn.execute(
-            statement.on_conflict_do_update(
-                index_elements=["window_start", "address", "action", "login", "code"],
-                set_={
-                    "attempts": table.c.attempts + statement.excluded.attempts,
-                    "last_at": statement.excluded.last_at,
-                },
+        rows = [
+            {
+                "window_start": key.window_start,
+                "address": key.address,
+                "action": key.action,
+                "login": key.login,
+                "code": key.code,
+                "status": key.status,
+                "attempts": count.attempts,
+                "first_at": count.first_at,
+                "last_at": count.last_at,
+            }
+            # One lock order for every process.
+            for key, count in sorted(
+                final.items(),
+                key=lambda item: (item[0].address, item[0].action, item[0].login, item[0].code),
             )
-        )
+        ]
+        # One statement for any number of rows (executemany): compiled once, cached.
+        await conn.execute(_upsert(conn), rows)
+
+
+def _upsert(conn: AsyncConnection) -> Any:
+    table = schema.audit_refusals
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=["window_start", "address", "action", "login", "code"],
+        set_={
+            "attempts": table.c.attempts + statement.excluded.attempts,
+            "last_at": statement.excluded.last_at,
+        },
+    )
 
 
 class RefusalCounter:
@@ -189,10 +195,6 @@ class RefusalCounter:
         if key not in self._pending and len(self._pending) >= PENDING_MAX:
             key = _overflow(key)
         _merge(self._pending, key, Count(1, moment, moment))
-
-    async def write(self, conn: AsyncConnection, key: RefusalKey, moment: datetime) -> None:
-        """Write one refusal now, inside the caller's transaction."""
-        await write_counts(conn, {key: Count(1, moment, moment)}, self.rows_per_window_max)
 
     async def flush(self, db: Database) -> None:
         """Write the pending counts (they stay pending if the write fails)."""

@@ -152,6 +152,18 @@ class CentralConfig(BaseModel):
         le=30 * 86400,
         description="Seconds after its last failure that a login name's or address's count resets.",
     )
+    login_refusal_pause_s: float = Field(
+        0.5,
+        ge=0,
+        le=5,
+        description="Pause before a login refused as limited or busy is answered (slows a flood).",
+    )
+    login_refusal_pauses_max: int = Field(
+        256,
+        ge=0,
+        le=100_000,
+        description="Refused logins pausing at once per process; more are answered at once.",
+    )
     login_known_address_days: int = Field(
         90,
         ge=1,

@@ -19,12 +19,15 @@ Why it cannot lock the office out:
   flood.  An attacker gains nothing from it without having logged in as that account before.
 
 The state is in the database, so every server process (``workers``, several instances on one
-PostgreSQL) sees the same counts.  Each failure is one short write transaction; the checks are
-reads.  Rows of keys whose count has reset are pruned (``prune``).
+PostgreSQL) sees the same counts.  Each failure is one short write transaction (one statement
+counts both keys); the checks are reads, and a process remembers the address blocks it has seen
+until they end (``KnownBlocks``), so that a blocked flood costs no query at all.  Rows of keys
+whose count has reset are pruned (``prune``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,6 +44,8 @@ from central.config import CentralConfig
 FIRST_DELAY_S = 1
 #: Addresses kept per account: the newest ones.
 KNOWN_ADDRESSES_PER_ACCOUNT_MAX = 20
+#: Blocks one process remembers (``KnownBlocks``).
+BLOCKS_CACHED_MAX = 10_000
 #: Rows deleted per statement by ``prune`` (so that a sweep after a flood holds SQLite's writer
 #: lock only briefly at a time).
 PRUNE_CHUNK_ROWS = 500
@@ -56,6 +61,8 @@ class LoginPolicy:
     account_delay_max_s: int = 300
     forget_s: int = 3600
     known_address_days: int = 90
+    refusal_pause_s: float = 0.5
+    refusal_pauses_max: int = 256
 
     @classmethod
     def from_config(cls, config: CentralConfig) -> LoginPolicy:
@@ -66,7 +73,39 @@ class LoginPolicy:
             account_delay_max_s=config.login_account_delay_max_s,
             forget_s=config.login_failures_forget_s,
             known_address_days=config.login_known_address_days,
+            refusal_pause_s=config.login_refusal_pause_s,
+            refusal_pauses_max=config.login_refusal_pauses_max,
         )
+
+
+class RefusalPauses:
+    """A short pause before a refused login is answered, at most ``pauses_max`` at once.
+
+    A flood's clients send their next attempt when the last is answered: answering a refusal
+    at once only makes them send more, and each costs the event loop that store sync shares.
+    A pause costs nothing but a waiting coroutine, so a client refused ``pause_s`` later sends
+    a few attempts a second instead of hundreds.  Bounded: beyond ``pauses_max`` refusals are
+    answered at once, so a flood of many connections holds no more than that many.
+    """
+
+    def __init__(self, pause_s: float, pauses_max: int) -> None:
+        self.pause_s = pause_s
+        self.pauses_max = pauses_max
+        self._pausing = 0
+
+    @property
+    def pausing(self) -> int:
+        """Refusals waiting out their pause now."""
+        return self._pausing
+
+    async def pause(self) -> None:
+        if self.pause_s <= 0 or self._pausing >= self.pauses_max:
+            return
+        self._pausing += 1
+        try:
+            await asyncio.sleep(self.pause_s)
+        finally:
+            self._pausing -= 1
 
 
 def delay_s(failures: int, free: int, max_s: int) -> int:
@@ -105,8 +144,40 @@ def _insert(conn: AsyncConnection, table: sa.Table) -> Any:
     return dialect.insert(table)
 
 
+class KnownBlocks:
+    """The address blocks this process has read or set, until they end: refusing a flood from a
+    blocked address then costs no query.  Only a cache — the database holds the state — and
+    exact as one, because an address's block never ends early (a success does not start an
+    address's count again).  Bounded: the oldest go first."""
+
+    def __init__(self, size_max: int = BLOCKS_CACHED_MAX) -> None:
+        self.size_max = size_max
+        self._until: dict[str, datetime] = {}
+
+    def wait_s(self, key: str, now: datetime) -> int:
+        until = self._until.get(key)
+        if until is None:
+            return 0
+        wait = _wait_s(until, now)
+        if not wait:
+            del self._until[key]
+        return wait
+
+    def remember(self, blocks: dict[str, datetime], now: datetime) -> None:
+        if len(self._until) + len(blocks) > self.size_max:
+            self._until = {key: until for key, until in self._until.items() if until > now}
+            while self._until and len(self._until) + len(blocks) > self.size_max:
+                del self._until[next(iter(self._until))]  # the oldest remembered
+        self._until.update(blocks)
+
+
 async def refusal_wait_s(
-    conn: AsyncConnection, policy: LoginPolicy, login: str, address: str, now: datetime
+    conn: AsyncConnection,
+    policy: LoginPolicy,
+    login: str,
+    address: str,
+    now: datetime,
+    known_blocks: KnownBlocks | None = None,
 ) -> int:
     """Seconds until this login from this address may be tried again; 0 = now."""
     throttle = schema.login_throttle
@@ -119,6 +190,9 @@ async def refusal_wait_s(
         )
     ).all()
     waits = {row.key: _wait_s(row.blocked_until, now) for row in rows}
+    if known_blocks is not None and address_key(address) in waits:
+        blocked = {row.key: _aware(row.blocked_until) for row in rows}
+        known_blocks.remember({address_key(address): blocked[address_key(address)]}, now)
     wait = waits.get(address_key(address), 0)
     account_wait = waits.get(account_key(login), 0)
     if account_wait > wait and not await _known_address(conn, policy, login, address, now):
@@ -144,45 +218,52 @@ async def _known_address(
 
 async def record_failure(
     conn: AsyncConnection, policy: LoginPolicy, login: str, address: str, now: datetime
-) -> int:
+) -> dict[str, datetime]:
     """Count a failed login against its address and its login name, inside the caller's write
-    transaction; returns the longer of the blocks it set (0 = none)."""
+    transaction; returns the blocks it set (key → until when).
+
+    One statement counts both keys (and a second sets the blocks, when one is due), so that the
+    transaction — on SQLite the one writer lock — is short even when the event loop is busy.
+    """
     throttle = schema.login_throttle
     limits = {
         address_key(address): (policy.address_failures_free, policy.address_delay_max_s),
         account_key(login): (policy.account_failures_free, policy.account_delay_max_s),
     }
-    keys = sorted(limits)  # one lock order for every process: two failures never deadlock
-    await conn.execute(
-        _insert(conn, throttle)
-        .values([{"key": key, "failures": 0, "last_failure_at": now} for key in keys])
-        .on_conflict_do_nothing(index_elements=["key"])
+    forgotten_before = now - timedelta(seconds=policy.forget_s)
+    statement = _insert(conn, throttle).values(
+        # One lock order for every process: two failures never deadlock.
+        [{"key": key, "failures": 1, "last_failure_at": now} for key in sorted(limits)]
     )
-    rows = (
-        await conn.execute(
-            sa.select(throttle.c.key, throttle.c.failures, throttle.c.last_failure_at)
-            .where(throttle.c.key.in_(keys))
-            .order_by(throttle.c.key)
-            .with_for_update()
-        )
-    ).all()
-    longest = 0
-    for row in rows:
-        free, max_s = limits[row.key]
-        recent = now - _aware(row.last_failure_at) <= timedelta(seconds=policy.forget_s)
-        failures = (row.failures if recent else 0) + 1
-        delay = delay_s(failures, free, max_s)
-        longest = max(longest, delay)
+    counted = await conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=["key"],
+            set_={
+                "failures": sa.case(
+                    (throttle.c.last_failure_at >= forgotten_before, throttle.c.failures + 1),
+                    else_=1,
+                ),
+                "last_failure_at": statement.excluded.last_failure_at,
+            },
+        ).returning(throttle.c.key, throttle.c.failures)
+    )
+    blocks = {}
+    for key, failures in counted.all():
+        free, max_s = limits[key]
+        delay = delay_s(int(failures), free, max_s)
+        if delay:
+            blocks[key] = now + timedelta(seconds=delay)
+    if blocks:
         await conn.execute(
             throttle.update()
-            .where(throttle.c.key == row.key)
+            .where(throttle.c.key.in_(sorted(blocks)))
             .values(
-                failures=failures,
-                last_failure_at=now,
-                blocked_until=now + timedelta(seconds=delay) if delay else None,
+                blocked_until=sa.case(
+                    *((throttle.c.key == key, until) for key, until in sorted(blocks.items()))
+                )
             )
         )
-    return longest
+    return blocks
 
 
 async def record_success(

@@ -38,7 +38,7 @@ from central.journal import (
     journal_csv,
     journal_page,
 )
-from central.login_limits import LoginPolicy
+from central.login_limits import KnownBlocks, LoginPolicy, RefusalPauses
 from central.passwords import HashingBusy, PasswordHashing
 from central.program import current_settings, set_settings
 from central.selection import CardFilter, Selection
@@ -59,8 +59,6 @@ from shared.web import Handler, error_response, json_response, parse_body
 
 MEMBER_KEY = web.RequestKey("staff_member", StaffMember)
 AUDIT_KEY = web.RequestKey("audit_params", dict)
-#: Set when the handler has audited its refusal itself (a wrong password, with the limiter).
-AUDITED_KEY = web.RequestKey("audited", bool)
 P = Permission
 #: What a login refused for a busy server tells the client to wait, in seconds.
 LOGIN_BUSY_RETRY_S = 1
@@ -75,6 +73,8 @@ class OfficeGuard:
     hashing: PasswordHashing
     proxies: tuple[IPNetwork, ...]
     refusals: RefusalCounter
+    blocks: KnownBlocks
+    pauses: RefusalPauses
 
 
 GUARD_KEY = web.AppKey("office_guard", OfficeGuard)
@@ -190,12 +190,32 @@ def request_address(request: web.Request) -> str:
 async def login(request: web.Request) -> web.Response:
     body = await parse_body(request, LoginRequest)
     request[AUDIT_KEY] = {"login": body.login}
-    db, guard = request.app[DB_KEY], request.app[GUARD_KEY]
+    guard = request.app[GUARD_KEY]
+    try:
+        return await _log_in(request, guard, body)
+    except BonusError as exc:
+        if exc.code in (ErrorCode.LOGIN_RATE_LIMITED, ErrorCode.LOGIN_BUSY):
+            await guard.pauses.pause()
+        raise
+
+
+async def _log_in(request: web.Request, guard: OfficeGuard, body: LoginRequest) -> web.Response:
+    db = request.app[DB_KEY]
     address = request_address(request)
+    moment = now()
+    # The cheap refusals first, without a query: a full hashing queue, an address known to be
+    # blocked.  A flood is mostly these.
+    if guard.hashing.full:
+        raise BonusError(ErrorCode.LOGIN_BUSY, retry_after_s=LOGIN_BUSY_RETRY_S)
+    wait_s = guard.blocks.wait_s(login_limits.address_key(address), moment)
+    if wait_s:
+        raise BonusError(ErrorCode.LOGIN_RATE_LIMITED, retry_after_s=wait_s)
     # No transaction is open while the password is hashed: the hash takes a thread for
     # ~150 ms, and on SQLite a write transaction would hold the one writer lock all along.
     async with db.read() as conn:
-        wait_s = await login_limits.refusal_wait_s(conn, guard.policy, body.login, address, now())
+        wait_s = await login_limits.refusal_wait_s(
+            conn, guard.policy, body.login, address, moment, guard.blocks
+        )
         password_hash = None if wait_s else await stored_hash(conn, body.login)
     if wait_s:
         raise BonusError(ErrorCode.LOGIN_RATE_LIMITED, retry_after_s=wait_s)
@@ -205,15 +225,14 @@ async def login(request: web.Request) -> web.Response:
         raise BonusError(ErrorCode.LOGIN_BUSY, retry_after_s=LOGIN_BUSY_RETRY_S) from None
     moment = now()
     if not matches:
-        error = BonusError(ErrorCode.UNAUTHORIZED, "Неверный логин или пароль")
         async with db.write() as conn:
-            await login_limits.record_failure(conn, guard.policy, body.login, address, moment)
-            key = guard.refusals.key(
-                moment, address, _action(request), body.login, str(error.code), error.http_status
+            blocks = await login_limits.record_failure(
+                conn, guard.policy, body.login, address, moment
             )
-            await guard.refusals.write(conn, key, moment)
-        request[AUDITED_KEY] = True
-        raise error
+        guard.blocks.remember(
+            {key: until for key, until in blocks.items() if key.startswith("address:")}, moment
+        )
+        raise BonusError(ErrorCode.UNAUTHORIZED, "Неверный логин или пароль")
     async with db.write() as conn:
         token, expires_at = await open_session(conn, body.login, moment)
         await login_limits.record_success(conn, guard.policy, body.login, address, moment)
@@ -637,19 +656,18 @@ async def _audit(request: web.Request, status: int, result: Any) -> None:
     if member is None and status >= 400:
         # Refused and nobody's: counted, not a row each (central/audit_refusals.py), so that a
         # flood neither grows the audit nor takes a write transaction per request.
-        if not request.get(AUDITED_KEY):
-            guard = request.app[GUARD_KEY]
-            login = params.get("login")
-            moment = now()
-            key = guard.refusals.key(
-                moment,
-                request_address(request),
-                action,
-                login if isinstance(login, str) else None,
-                _error_code(status, result),
-                status,
-            )
-            guard.refusals.count(key, moment)
+        guard = request.app[GUARD_KEY]
+        login = params.get("login")
+        moment = now()
+        key = guard.refusals.key(
+            moment,
+            request_address(request),
+            action,
+            login if isinstance(login, str) else None,
+            _error_code(status, result),
+            status,
+        )
+        guard.refusals.count(key, moment)
         return
     async with request.app[DB_KEY].write() as conn:
         await conn.execute(

@@ -71,13 +71,18 @@ class PasswordHashing:
         )
 
     @property
+    def full(self) -> bool:
+        """Whether a login now would be refused without waiting."""
+        return self._admitted >= self.threads + self.queue_max
+
+    @property
     def admitted(self) -> int:
         """Hashes running or waiting for a thread (for tests and benchmarks)."""
         return self._admitted
 
     async def run(self, work: Callable[..., T], *args: object) -> T:
         """``work(*args)`` in a hashing thread, or ``HashingBusy`` when there is no room."""
-        if self._admitted >= self.threads + self.queue_max:
+        if self.full:
             raise HashingBusy
         self._admitted += 1
         try:

@@ -73,6 +73,8 @@ def make_office(central_db_url: str, aiohttp_client: ClientFactory) -> OfficeFac
     """A central server over the test's database with these configuration changes."""
 
     async def make(**changes: Any) -> Office:
+        # Refusals are answered at once here, unless a test is about their pause.
+        changes.setdefault("login_refusal_pause_s", 0)
         config = central_config(central_db_url, **changes)
         return Office(await aiohttp_client(create_app(config, run_expiry=False)))
 
@@ -351,3 +353,32 @@ async def test_a_login_waits_for_a_hashing_thread_only_so_long(
     assert_error(status, body, "login_busy", 429)
     slow.release.set()
     assert (await hashing_now)[0] == 201
+
+
+async def test_a_refused_login_is_answered_after_a_pause_that_costs_nothing(
+    make_office: OfficeFactory, clock: Clock
+) -> None:
+    office = await make_office(
+        **BEHIND_PROXY, login_refusal_pause_s=0.3, login_refusal_pauses_max=2
+    )
+    for index in range(11):
+        assert (await attempt(office, f"guess-{index}", "wrong", "203.0.113.5"))[0] == 401
+    started = time.monotonic()
+    assert_limited(await attempt(office, "admin", PASSWORD, "203.0.113.5"), 1)
+    assert time.monotonic() - started >= 0.3
+    # Two refusals pause at once; a third, beyond the bound, is answered without one.
+    pauses = office.app[GUARD_KEY].pauses
+    pausing = [
+        asyncio.create_task(attempt(office, "admin", PASSWORD, "203.0.113.5")) for _ in range(2)
+    ]
+    for _ in range(1000):
+        if pauses.pausing == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert pauses.pausing == 2
+    started = time.monotonic()
+    assert_limited(await attempt(office, "admin", PASSWORD, "203.0.113.5"), 1)
+    assert time.monotonic() - started < 0.3
+    for task in pausing:
+        assert_limited(await task, 1)
+    assert pauses.pausing == 0
