@@ -25,7 +25,7 @@ from central.client_address import parse_networks
 from central.config import CentralConfig
 from central.db import Database, migrate
 from central.expiry import expire
-from central.login_limits import KnownBlocks, LoginPolicy, RefusalPauses
+from central.login_limits import InFlight, KnownBlocks, LoginPolicy, RefusalPauses
 from central.office_api import GUARD_KEY, OfficeGuard, add_office_routes, office_middleware
 from central.passwords import PasswordHashing, default_threads
 from central.phones import load_phone_key
@@ -77,6 +77,7 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
         ),
         blocks=KnownBlocks(),
         pauses=RefusalPauses(policy.refusal_pause_s, policy.refusal_pauses_max),
+        in_flight=InFlight(),
     )
     app[GUARD_KEY] = guard
 

@@ -108,7 +108,7 @@ class CentralConfig(BaseModel):
         0,
         ge=0,
         le=64,
-        description="Password hashes computed at once per process (argon2, 64 MiB each); 0 = CPUs.",
+        description="Password hashes computed at once per process (argon2, 64 MiB each); 0 = CPUs/2.",
     )
     password_hashing_queue_max: int = Field(
         8,

@@ -171,33 +171,71 @@ class KnownBlocks:
         self._until.update(blocks)
 
 
-async def refusal_wait_s(
+@dataclass(frozen=True)
+class Check:
+    """What the limits say of one attempt before its password is hashed."""
+
+    #: Seconds until it may be tried; 0 = now.
+    wait_s: int
+    #: Keys whose next failure blocks them: one attempt at a time may be hashed for each
+    #: (``InFlight``), or the attempts that arrive while a block is ending would all get in.
+    watched: tuple[str, ...]
+
+
+class InFlight:
+    """Watched keys with an attempt being hashed in this process."""
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+
+    def claim(self, keys: tuple[str, ...]) -> bool:
+        """Take the keys for one attempt; False when another attempt holds one of them."""
+        if any(key in self._keys for key in keys):
+            return False
+        self._keys.update(keys)
+        return True
+
+    def release(self, keys: tuple[str, ...]) -> None:
+        self._keys.difference_update(keys)
+
+
+async def check_attempt(
     conn: AsyncConnection,
     policy: LoginPolicy,
     login: str,
     address: str,
     now: datetime,
     known_blocks: KnownBlocks | None = None,
-) -> int:
-    """Seconds until this login from this address may be tried again; 0 = now."""
+) -> Check:
+    """Whether this login from this address may be tried now (a read)."""
     throttle = schema.login_throttle
+    keys = {
+        address_key(address): policy.address_failures_free,
+        account_key(login): policy.account_failures_free,
+    }
     rows = (
         await conn.execute(
-            sa.select(throttle.c.key, throttle.c.blocked_until).where(
-                throttle.c.key.in_([address_key(address), account_key(login)]),
-                throttle.c.blocked_until > now,
+            sa.select(
+                throttle.c.key,
+                throttle.c.failures,
+                throttle.c.last_failure_at,
+                throttle.c.blocked_until,
+            ).where(
+                throttle.c.key.in_(sorted(keys)),
+                throttle.c.last_failure_at >= now - timedelta(seconds=policy.forget_s),
             )
         )
     ).all()
     waits = {row.key: _wait_s(row.blocked_until, now) for row in rows}
-    if known_blocks is not None and address_key(address) in waits:
-        blocked = {row.key: _aware(row.blocked_until) for row in rows}
-        known_blocks.remember({address_key(address): blocked[address_key(address)]}, now)
+    watched = tuple(sorted(row.key for row in rows if row.failures >= keys[row.key]))
     wait = waits.get(address_key(address), 0)
+    if wait and known_blocks is not None:
+        blocked_until = next(row.blocked_until for row in rows if row.key == address_key(address))
+        known_blocks.remember({address_key(address): _aware(blocked_until)}, now)
     account_wait = waits.get(account_key(login), 0)
     if account_wait > wait and not await _known_address(conn, policy, login, address, now):
         wait = account_wait
-    return wait
+    return Check(wait, watched)
 
 
 async def _known_address(

@@ -38,7 +38,7 @@ from central.journal import (
     journal_csv,
     journal_page,
 )
-from central.login_limits import KnownBlocks, LoginPolicy, RefusalPauses
+from central.login_limits import InFlight, KnownBlocks, LoginPolicy, RefusalPauses
 from central.passwords import HashingBusy, PasswordHashing
 from central.program import current_settings, set_settings
 from central.selection import CardFilter, Selection
@@ -75,6 +75,7 @@ class OfficeGuard:
     refusals: RefusalCounter
     blocks: KnownBlocks
     pauses: RefusalPauses
+    in_flight: InFlight
 
 
 GUARD_KEY = web.AppKey("office_guard", OfficeGuard)
@@ -213,26 +214,33 @@ async def _log_in(request: web.Request, guard: OfficeGuard, body: LoginRequest) 
     # No transaction is open while the password is hashed: the hash takes a thread for
     # ~150 ms, and on SQLite a write transaction would hold the one writer lock all along.
     async with db.read() as conn:
-        wait_s = await login_limits.refusal_wait_s(
+        check = await login_limits.check_attempt(
             conn, guard.policy, body.login, address, moment, guard.blocks
         )
-        password_hash = None if wait_s else await stored_hash(conn, body.login)
-    if wait_s:
-        raise BonusError(ErrorCode.LOGIN_RATE_LIMITED, retry_after_s=wait_s)
+        password_hash = None if check.wait_s else await stored_hash(conn, body.login)
+    if check.wait_s:
+        raise BonusError(ErrorCode.LOGIN_RATE_LIMITED, retry_after_s=check.wait_s)
+    if not guard.in_flight.claim(check.watched):
+        # Another attempt at a key on the brink is being checked: its answer decides.
+        raise BonusError(ErrorCode.LOGIN_RATE_LIMITED, retry_after_s=1)
     try:
-        matches = await guard.hashing.run(password_matches, password_hash, body.password)
-    except HashingBusy:
-        raise BonusError(ErrorCode.LOGIN_BUSY, retry_after_s=LOGIN_BUSY_RETRY_S) from None
-    moment = now()
-    if not matches:
-        async with db.write() as conn:
-            blocks = await login_limits.record_failure(
-                conn, guard.policy, body.login, address, moment
+        try:
+            matches = await guard.hashing.run(password_matches, password_hash, body.password)
+        except HashingBusy:
+            raise BonusError(ErrorCode.LOGIN_BUSY, retry_after_s=LOGIN_BUSY_RETRY_S) from None
+        moment = now()
+        if not matches:
+            async with db.write() as conn:
+                blocks = await login_limits.record_failure(
+                    conn, guard.policy, body.login, address, moment
+                )
+            guard.blocks.remember(
+                {key: until for key, until in blocks.items() if key.startswith("address:")},
+                moment,
             )
-        guard.blocks.remember(
-            {key: until for key, until in blocks.items() if key.startswith("address:")}, moment
-        )
-        raise BonusError(ErrorCode.UNAUTHORIZED, "Неверный логин или пароль")
+            raise BonusError(ErrorCode.UNAUTHORIZED, "Неверный логин или пароль")
+    finally:
+        guard.in_flight.release(check.watched)
     async with db.write() as conn:
         token, expires_at = await open_session(conn, body.login, moment)
         await login_limits.record_success(conn, guard.policy, body.login, address, moment)

@@ -29,8 +29,14 @@ class HashingBusy(Exception):
 
 
 def default_threads() -> int:
-    """One hashing thread per CPU (the threads are niced below the event loop)."""
-    return max(1, os.cpu_count() or 1)
+    """One hashing thread per two CPUs, at least one.
+
+    Niced threads yield the CPU to the event loop, but not the memory bandwidth that argon2's
+    64 MiB passes take: a flood hashing on every CPU slowed store sync and the database more
+    than the logins it served were worth (``bench/login_flood.py``).  An office logs in a few
+    times a minute; one thread checks six passwords a second.
+    """
+    return max(1, (os.cpu_count() or 1) // 2)
 
 
 def _lower_priority(nice: int) -> None:

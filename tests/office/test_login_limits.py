@@ -382,3 +382,27 @@ async def test_a_refused_login_is_answered_after_a_pause_that_costs_nothing(
     for task in pausing:
         assert_limited(await task, 1)
     assert pauses.pausing == 0
+
+
+async def test_a_key_on_the_brink_has_one_attempt_checked_at_a_time(
+    make_office: OfficeFactory, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without this, every attempt that arrived while a block ended would be hashed before the
+    # first of them failed and blocked the key again: a flood would get a burst of guesses
+    # (as many as the hashing queue holds) after every block.
+    office = await make_office(**BEHIND_PROXY)
+    await office.add_staff("admin", set())
+    for index in range(5):  # the free failures: the next one blocks
+        assert (await attempt(office, "admin", "wrong", f"198.51.100.{index}"))[0] == 401
+    slow = BlockingHasher()
+    monkeypatch.setattr(staff, "_hasher", slow)
+    first = asyncio.create_task(attempt(office, "admin", "wrong", "198.51.100.50"))
+    assert await asyncio.to_thread(slow.started.wait, 10)
+    assert_limited(await attempt(office, "admin", PASSWORD, "198.51.100.51"), 1)
+    # Other logins and addresses are not held back meanwhile.
+    await office.add_staff("other", set())
+    other = asyncio.create_task(attempt(office, "other", PASSWORD, "198.51.100.52"))
+    slow.release.set()
+    assert (await first)[0] == 401
+    assert (await other)[0] == 201
+    assert_limited(await attempt(office, "admin", PASSWORD, "198.51.100.53"), 1)
