@@ -6,12 +6,14 @@ a known one does, so the answers tell nothing of which logins exist.  The first 
 key are free; each further one blocks the key for 1, 2, 4 … seconds, up to a cap; a key's count
 starts again ``forget_s`` after its last failure.  While a key is blocked, attempts are refused
 with ``login_rate_limited`` before any password is hashed, and they neither count nor extend the
-block, so the block ends on time whatever the flood.
+block, so the block ends on time whatever the flood.  A key one failure short of a block has
+one attempt hashed at a time in a process (``InFlight``), so the attempts that arrive as a
+block ends do not all get their guess in before the first of them fails.
 
 Why it cannot lock the office out:
 
-- An attacker's own address trips first and longest (more free failures, but a longer cap): a
-  flood from one place, or a few, is refused at once without hashing.
+- A flood from one address, or a few, trips those addresses whatever logins it tries (and for
+  longest: the address's cap is the longer one); it is then refused without hashing.
 - The login name's delay is capped (``login_account_delay_max_s``), so a flood against one login
   from many addresses slows that login, never locks it for good, and never touches other logins.
 - An address the account has logged in from (``staff_addresses``, for ``known_address_days``)
