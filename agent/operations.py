@@ -49,6 +49,7 @@ from shared.effects import (
     SoldReceipt,
     hold_effect,
     receipt_figures,
+    recorded_lines,
     release_effect,
     return_effect,
     return_plan,
@@ -67,7 +68,6 @@ from shared.journal import (
     Return,
     ReturnLine,
     Sale,
-    SaleLine,
     accrual_lot_id,
 )
 from shared.lots import Balance, Wallet, balance
@@ -156,6 +156,7 @@ class _SalePlan:
 
     card: store.CardRow
     wallet: Wallet
+    lines: tuple[Line, ...]
     figures: SaleFigures
     consumed_holds: tuple[str, ...]
     today: date
@@ -357,7 +358,7 @@ class Operations:
                 )
             most = max_redeem(lines, ctx.settings, current.available_kop)
             raise BonusError(ErrorCode.REDEMPTION_EXCEEDS_MAX, max_redeem=f"{most / 100:.2f}")
-        return _SalePlan(card, wallet, figures, tuple(consumed), today, now)
+        return _SalePlan(card, wallet, tuple(lines), figures, tuple(consumed), today, now)
 
     def _commit_sale(
         self,
@@ -374,19 +375,7 @@ class Operations:
             card=card.number,
             receipt_id=request.receipt_id,
             day=plan.today,
-            lines=tuple(
-                SaleLine(
-                    line_id=line.line_id,
-                    sku=line.sku,
-                    qty=line.qty,
-                    amount_kop=line.amount,
-                    vital=line.vital,
-                    category=line.category,
-                    accrued_kop=part.accrued_kop,
-                    redeemed_kop=part.redeemed_kop,
-                )
-                for line, part in zip(request.lines, figures.lines, strict=True)
-            ),
+            lines=recorded_lines(plan.lines, figures),
             redeem_kop=request.redeem,
             hold_id=request.hold_id,
             authorization_id=authorization_id,

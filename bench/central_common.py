@@ -37,6 +37,7 @@ from shared.cards import luhn_check_digit
 from shared.effects import (
     SoldReceipt,
     receipt_figures,
+    recorded_lines,
     return_effect,
     return_plan,
     sale_effect,
@@ -52,7 +53,6 @@ from shared.journal import (
     Return,
     ReturnLine,
     Sale,
-    SaleLine,
     accrual_lot_id,
 )
 from shared.lots import (
@@ -837,18 +837,7 @@ class StoreSim:
             card=card.number,
             receipt_id=receipt_id,
             day=today,
-            lines=tuple(
-                SaleLine(
-                    line_id=line.line_id,
-                    sku=line.sku,
-                    qty=line.qty,
-                    amount_kop=line.amount_kop,
-                    vital=line.vital,
-                    accrued_kop=part.accrued_kop,
-                    redeemed_kop=part.redeemed_kop,
-                )
-                for line, part in zip(lines, figures.lines, strict=True)
-            ),
+            lines=recorded_lines(lines, figures),
             redeem_kop=wanted,
             cashier="Петрова",
             settings_version=settings.version,

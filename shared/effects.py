@@ -17,7 +17,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from shared.journal import KOP_MAX, HoldPlaced, Return, Sale
+from shared.journal import KOP_MAX, HoldPlaced, Return, Sale, SaleLine
 from shared.lots import (
     Allocation,
     Hold,
@@ -82,6 +82,23 @@ def sale_figures(sale: Sale, settings: ProgramSettings) -> SaleFigures:
     """The figures the rules give a recorded sale: what the central server books."""
     return receipt_figures(
         [line.rule_line() for line in sale.lines], sale.redeem_kop, sale.day, settings
+    )
+
+
+def recorded_lines(lines: Sequence[Line], figures: SaleFigures) -> tuple[SaleLine, ...]:
+    """A receipt's lines with the figures computed for them, as a sale records them."""
+    return tuple(
+        SaleLine(
+            line_id=line.line_id,
+            sku=line.sku,
+            qty=line.qty,
+            amount_kop=line.amount_kop,
+            vital=line.vital,
+            category=line.category,
+            accrued_kop=part.accrued_kop,
+            redeemed_kop=part.redeemed_kop,
+        )
+        for line, part in zip(lines, figures.lines, strict=True)
     )
 
 
