@@ -4,7 +4,7 @@ The central server books what it derives from each operation's inputs (``central
 the receipt rules over a sale's lines with the settings version it names, and the comparison
 with the store's figures), never the figures a store claims.  This runs the ingest benchmark
 (``bench/central_ingest.py``: many stores uploading batches over HTTP to a real
-``bonus-central serve``) with the same workload twice per round, alternately:
+``bonus-central serve``) with the same workload twice per round, in alternating order:
 
 - **derived**: the server as it is;
 - **claimed**: the server told to book the store's figures as they come (its ``sale_figures``
@@ -60,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
             "derived_cpu": [],
             "claimed_cpu": [],
         }
-        for _ in range(own.rounds):
-            for mode, preamble in (("derived", None), ("claimed", CLAIMED_PREAMBLE)):
+        for round_number in range(own.rounds):
+            pair = [("derived", None), ("claimed", CLAIMED_PREAMBLE)]
+            # Alternately which goes first (derived, claimed, claimed, derived, …): whatever
+            # drifts over the runs (caches, the machine's other work) falls on both alike.
+            for mode, preamble in pair if round_number % 2 == 0 else pair[::-1]:
                 work_dir = Path(tempfile.mkdtemp(prefix=f"derivation-{mode}-", dir=args.dir))
                 try:
                     print(f"\n--- {kind}, {mode} ---")

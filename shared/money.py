@@ -106,6 +106,8 @@ def split_largest_remainder(total: int, weights: Sequence[int]) -> list[int]:
         if total:
             raise ValueError("cannot split a non-zero total over no parts")
         return []
+    if len(weights) == 1:
+        return [total]  # the usual one-line receipt: the whole is its one part
     effective = list(weights) if sum(weights) > 0 else [1] * len(weights)
     weight_sum = sum(effective)
     parts = [total * weight // weight_sum for weight in effective]

@@ -12,7 +12,7 @@ from decimal import Decimal
 from typing import Final
 
 from shared.money import KOPECKS_PER_ROUBLE, split_largest_remainder
-from shared.settings import ProgramSettings, pct_to_bp
+from shared.settings import ProgramSettings
 
 BP_WHOLE: Final = 10_000
 #: A receipt has at most this many lines; a till sending more is refused, not slowed down.
@@ -61,11 +61,12 @@ def accrual_rate_bp(line: Line, settings: ProgramSettings) -> int:
         return 0
     if line.category is not None and line.category in settings.accrual_excluded_categories:
         return 0
+    rates = settings.rates_bp
     if line.vital:
-        return pct_to_bp(settings.accrual_rate_vital_pct)
-    if line.category is not None and line.category in settings.accrual_rate_by_category_pct:
-        return pct_to_bp(settings.accrual_rate_by_category_pct[line.category])
-    return pct_to_bp(settings.accrual_rate_other_pct)
+        return rates.vital
+    if line.category is not None and line.category in rates.by_category:
+        return rates.by_category[line.category]
+    return rates.other
 
 
 def redeemable(line: Line, settings: ProgramSettings) -> bool:
@@ -79,7 +80,7 @@ def redeemable(line: Line, settings: ProgramSettings) -> bool:
 
 def line_redeem_caps(lines: Sequence[Line], settings: ProgramSettings) -> list[int]:
     """Each line's own cap: its share of the line amount, rounded down; 0 for excluded lines."""
-    share_bp = pct_to_bp(settings.redemption_share_max_pct)
+    share_bp = settings.rates_bp.redemption_share
     return [
         line.amount_kop * share_bp // BP_WHOLE if redeemable(line, settings) else 0
         for line in lines
@@ -99,8 +100,11 @@ def max_redeem(lines: Sequence[Line], settings: ProgramSettings, available_kop: 
     The cap of the receipt is the sum of the lines' own caps, so a redemption up to it can always
     be spread without any line paying more than its cap; the result is in redemption steps.
     """
-    cap_kop = sum(line_redeem_caps(lines, settings))
-    return round_to_step(max(0, min(available_kop, cap_kop)), settings.redemption_step)
+    return _max_of_caps(line_redeem_caps(lines, settings), settings, available_kop)
+
+
+def _max_of_caps(caps: Sequence[int], settings: ProgramSettings, available_kop: int) -> int:
+    return round_to_step(max(0, min(available_kop, sum(caps))), settings.redemption_step)
 
 
 def spread_redemption(total_kop: int, lines: Sequence[Line], caps: Sequence[int]) -> list[int]:
@@ -163,7 +167,7 @@ def calculate(
     ``max_redeem_kop`` itself and refuses the difference.
     """
     caps = line_redeem_caps(lines, settings)
-    maximum = max_redeem(lines, settings, available_kop)
+    maximum = _max_of_caps(caps, settings, available_kop)
     redeem = round_to_step(min(max(redeem_kop, 0), maximum), settings.redemption_step)
     redeemed = spread_redemption(redeem, lines, caps)
     accrued = accrue(lines, redeemed, settings)

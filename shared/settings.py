@@ -6,7 +6,9 @@ Each field carries a one-line description; ``docs/settings.md`` is checked again
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
+from functools import cached_property
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -138,6 +140,27 @@ class ProgramSettings(BaseModel):
     def zone(self) -> ZoneInfo:
         """The program's time zone."""
         return ZoneInfo(self.time_zone)
+
+    @cached_property
+    def rates_bp(self) -> RatesBp:
+        """The percentages the receipt rules multiply by, as integer basis points (computed once
+        per settings version: every receipt line of every store needs them)."""
+        return RatesBp(
+            vital=pct_to_bp(self.accrual_rate_vital_pct),
+            other=pct_to_bp(self.accrual_rate_other_pct),
+            by_category={k: pct_to_bp(v) for k, v in self.accrual_rate_by_category_pct.items()},
+            redemption_share=pct_to_bp(self.redemption_share_max_pct),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RatesBp:
+    """A settings version's rates in basis points (1 % = 100)."""
+
+    vital: int
+    other: int
+    by_category: dict[str, int]
+    redemption_share: int
 
 
 def pct_to_bp(percent: Decimal) -> int:
