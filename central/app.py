@@ -21,6 +21,7 @@ from central.api import (
     store_auth_middleware,
 )
 from central.audit_refusals import RefusalCounter
+from central.campaigns import carry_on
 from central.client_address import parse_networks
 from central.config import CentralConfig
 from central.db import Database, migrate
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 #: refusals' old rows pruned.
 REFUSALS_FLUSH_S = 2.0
 PRUNE_EVERY_S = 600.0
+#: How often the office's mass operations left running are looked for.
+CARRY_ON_EVERY_S = 60.0
 
 
 async def health(request: web.Request) -> web.Response:
@@ -100,6 +103,7 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
         ]
         if run_expiry:
             tasks.append(asyncio.create_task(_daily_expiry(db, config.expiry_hour), name="expiry"))
+            tasks.append(asyncio.create_task(_carry_on_office(db), name="office-carry-on"))
         log.info("central server ready on %s:%s", config.listen_host, config.listen_port)
         try:
             yield
@@ -118,6 +122,19 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
 
     app.cleanup_ctx.append(resources)
     return app
+
+
+async def _carry_on_office(db: Database) -> None:
+    """At start-up and every minute: carry on an office mass operation left running (a server
+    stopped half-way, a request cut short). Its chunks take turns with a request driving it."""
+    while True:
+        try:
+            await carry_on(db)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not carry on the office's running operations")
+        await asyncio.sleep(CARRY_ON_EVERY_S)
 
 
 async def _daily_expiry(db: Database, hour: int) -> None:

@@ -3,25 +3,45 @@
 A campaign credits a fixed amount to every selected card as a lot of its own (paying any debt
 first); cancelling it debits what is still unspent of each lot and reports what had been spent.
 A zeroing debits all non-expiring points of every selected card whose last purchase is strictly
-before a date, one debit per card; cancelling it gives exactly those amounts back.  Each runs as a
-few INSERT … SELECT / UPDATE statements in one transaction, so a million cards take seconds.
+before a date, one debit per card; cancelling it gives exactly those amounts back.
+
+Each runs in chunks of ``CHUNK_CARDS`` cards in card-number order, each chunk a few
+INSERT … SELECT / UPDATE statements in a short transaction of its own that also records how far
+the operation got (``campaigns.progress_card``): the stores' uploads and authorisations, which
+write the same cards and the same feed row, wait at most for one chunk, never for the whole
+operation.  While it runs its state is ``running`` (``cancelling`` for a cancel); a re-submission
+of the same request, or the central server's housekeeping after a restart, carries it on from
+where it stopped, never twice over a card (each chunk locks the operation's row and reads its
+progress first).  The selection is evaluated chunk by chunk, as the operation passes each card.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central import schema
 from central.apply import aware
+from central.bulk import one_of
 from central.db import Database, next_cursor
+from central.program import current_settings
 from central.selection import Selection, cards_query
 from shared.errors import BonusError, ErrorCode
+from shared.lots import local_date
+
+log = logging.getLogger(__name__)
+
+#: Cards an office mass operation changes in one transaction.  A store's batch that touches the
+#: same cards, and every store's batch for the feed row, waits at most for one chunk: a few tens
+#: of milliseconds.
+CHUNK_CARDS: Final = 1000
 
 lots = schema.lots
 cards = schema.cards
@@ -50,15 +70,17 @@ def _request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-async def _lock_cards(conn: AsyncConnection) -> None:
-    """On PostgreSQL, take the cards table before touching any of its rows.
-
-    A set-based operation updates many cards; a store's upload locks a few rows at a time. Taking
-    the table first (readers still read) makes the upload wait for the campaign or the campaign
-    for the uploads in flight, never both for each other: no deadlock.
-    """
+async def _lock_cards(conn: AsyncConnection, numbers: list[str]) -> None:
+    """On PostgreSQL, lock a chunk's card rows in number order before touching them: a store's
+    upload locks its cards in number order too, so the two wait for each other, never both for
+    each other.  SQLite's one writer already serialises them."""
     if conn.dialect.name == "postgresql":
-        await conn.exec_driver_sql("LOCK TABLE cards IN EXCLUSIVE MODE")
+        await conn.execute(
+            sa.select(cards.c.number)
+            .where(one_of(cards.c.number, numbers, conn.dialect))
+            .order_by(cards.c.number)
+            .with_for_update()
+        )
 
 
 async def _existing(conn: AsyncConnection, campaign_id: str, *, lock: bool = False) -> Any:
@@ -76,16 +98,6 @@ def _replay(existing: Any, kind: str, fingerprint: str) -> dict[str, Any]:
     if existing.request_hash != fingerprint or existing.kind != kind:
         raise BonusError(ErrorCode.IDEMPOTENCY_CONFLICT, campaign_id=existing.campaign_id)
     return describe(existing)
-
-
-async def _raced(db: Database, campaign_id: str, kind: str, fingerprint: str) -> dict[str, Any]:
-    """After a unique violation: the same id submitted twice at once (a double click) on
-    PostgreSQL, where the other request committed first; answer as a re-submission does."""
-    async with db.read() as conn:
-        existing = await _existing(conn, campaign_id)
-    if existing is None:
-        raise RuntimeError(f"unique violation without a {kind} {campaign_id}")
-    return _replay(existing, kind, fingerprint)
 
 
 def describe(row: Any) -> dict[str, Any]:
@@ -119,17 +131,19 @@ async def _credit_set(
     expires_on: date | None,
     today: date,
     now: datetime,
-    card_numbers: sa.Select[Any],
+    amounts: sa.Select[Any],
+    numbers: list[str],
     note: str,
-    cursor: int,
-) -> None:
-    """Credit each card of ``card_numbers`` (columns ``number``, ``amount``) a new lot, paying
-    debt first; one journal transaction per card."""
-    source_rows = card_numbers.subquery("chosen")
+) -> tuple[int, int]:
+    """Credit each card of ``amounts`` (columns ``number``, ``amount``) among ``numbers`` a new
+    lot, paying debt first; one journal transaction per card.  Returns the cards credited and
+    the kopecks."""
+    source_rows = amounts.subquery("chosen")
     credit = source_rows.c.amount
     debt = cards.c.debt_kop
     paid = sa.case((debt < credit, debt), else_=credit)
     lot_id = sa.literal(f"{campaign_id}:{lot_suffix}:", sa.String) + cards.c.number
+    chunk = one_of(cards.c.number, numbers, conn.dialect)
     await conn.execute(
         lots.insert().from_select(
             [
@@ -153,8 +167,15 @@ async def _credit_set(
                 sa.null(),
                 sa.literal(source),
                 sa.literal(campaign_id),
-            ).select_from(cards.join(source_rows, source_rows.c.number == cards.c.number)),
+            )
+            .select_from(cards.join(source_rows, source_rows.c.number == cards.c.number))
+            .where(chunk),
         )
+    )
+    made = sa.and_(
+        lots.c.source_ref == campaign_id,
+        lots.c.source == source,
+        one_of(lots.c.card, numbers, conn.dialect),
     )
     await conn.execute(
         transactions.insert().from_select(
@@ -167,20 +188,130 @@ async def _credit_set(
                 sa.literal(campaign_id),
                 sa.literal(now, sa.DateTime(timezone=True)),
                 sa.literal(note),
-            ).where(lots.c.source_ref == campaign_id, lots.c.source == source),
+            ).where(made),
         )
     )
+    # Last, the feed cursor: its row lock serialises every feed writer until commit.
+    cursor = await next_cursor(conn)
     # The debt paid is what the new lot does not hold; the lots just made say how much
     # (UPDATE … FROM on both databases: one pass, no per-card subquery).
     await conn.execute(
         cards.update()
-        .where(
-            cards.c.number == lots.c.card, lots.c.source_ref == campaign_id, lots.c.source == source
-        )
+        .where(cards.c.number == lots.c.card, made)
         .values(
             debt_kop=cards.c.debt_kop - (lots.c.amount_kop - lots.c.remaining_kop), cursor=cursor
         )
     )
+    count, total = (
+        await conn.execute(
+            sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(lots.c.amount_kop), 0)).where(
+                made
+            )
+        )
+    ).one()
+    return int(count), int(total)
+
+
+#: The next chunk's cards after a position, and the position after them (None: no card left).
+NextCards = Callable[[AsyncConnection, str | None], Awaitable[tuple[list[str], str | None]]]
+ApplyChunk = Callable[[AsyncConnection, list[str]], Awaitable[dict[str, int]]]
+
+
+async def _in_chunks(
+    db: Database,
+    operation_id: str,
+    *,
+    phase: str,
+    next_cards: NextCards,
+    apply: ApplyChunk,
+    totals: str,
+) -> Any:
+    """Carry an office mass operation on from its recorded progress, a chunk of cards per short
+    transaction, until no card is left; returns its row, finished.
+
+    Each chunk locks the operation's row and reads its progress first, so two drivers of one
+    operation (a re-submission beside the housekeeping) take turns and never apply a card twice.
+    What a chunk did is added to the row's ``totals`` (``cards``/``total_kop`` for the
+    operation, ``cancel_result`` for a cancel) in the same transaction.
+    """
+    while True:
+        async with db.write() as conn:
+            row = await _existing(conn, operation_id, lock=True)
+            assert row is not None, "the operation's row is made before its first chunk"
+            if row.state != phase:
+                return row
+            numbers, position = await next_cards(conn, row.progress_card)
+            if not numbers:
+                await conn.execute(
+                    schema.campaigns.update()
+                    .where(schema.campaigns.c.campaign_id == operation_id)
+                    .values(state=_DONE[phase], progress_card=None)
+                )
+                return await _existing(conn, operation_id)
+            await _lock_cards(conn, numbers)
+            done = await apply(conn, numbers)
+            values: dict[str, Any] = {"progress_card": position}
+            if totals == "cancel_result":
+                result = dict(row.cancel_result or {})
+                for key, amount in done.items():
+                    result[key] = int(result.get(key, 0)) + amount
+                values["cancel_result"] = result
+            else:
+                values["cards"] = row.cards + done["cards"]
+                values["total_kop"] = row.total_kop + done["total_kop"]
+            await conn.execute(
+                schema.campaigns.update()
+                .where(schema.campaigns.c.campaign_id == operation_id)
+                .values(**values)
+            )
+
+
+_DONE: Final = {"running": "done", "cancelling": "cancelled"}
+
+
+def _after(column: Any, after: str | None) -> Any:
+    return sa.true() if after is None else column > after
+
+
+async def _numbers(conn: AsyncConnection, query: sa.Select[Any]) -> tuple[list[str], str | None]:
+    """A chunk of card numbers from a query in card-number order; the position is the last."""
+    numbers = [str(number) for number in (await conn.execute(query.limit(CHUNK_CARDS))).scalars()]
+    return numbers, (numbers[-1] if numbers else None)
+
+
+async def _start(
+    db: Database, operation_id: str, kind: str, fingerprint: str, values: dict[str, Any]
+) -> Any:
+    """The operation's row: made ``running`` now, or the one a first submission made (a
+    re-submission of another request under the same id is a conflict)."""
+    try:
+        async with db.write() as conn:
+            existing = await _existing(conn, operation_id)
+            if existing is not None:
+                _replay(existing, kind, fingerprint)
+                return existing
+            await conn.execute(
+                schema.campaigns.insert().values(
+                    campaign_id=operation_id,
+                    kind=kind,
+                    state="running",
+                    request_hash=fingerprint,
+                    cards=0,
+                    total_kop=0,
+                    **values,
+                )
+            )
+            return await _existing(conn, operation_id)
+    except sa.exc.IntegrityError:
+        async with db.read() as conn:
+            existing = await _existing(conn, operation_id)
+        if existing is None:
+            raise RuntimeError(f"unique violation without a {kind} {operation_id}") from None
+        _replay(existing, kind, fingerprint)
+        return existing
+
+
+# --- campaigns ----------------------------------------------------------------------------------
 
 
 async def run_campaign(
@@ -195,7 +326,8 @@ async def run_campaign(
     now: datetime,
     login: str | None,
 ) -> dict[str, Any]:
-    """Credit the selected cards; idempotent on ``campaign_id``."""
+    """Credit the selected cards; idempotent on ``campaign_id`` (a re-submission of one still
+    running carries it on)."""
     if amount_kop <= 0:
         raise BonusError(ErrorCode.VALIDATION_ERROR, field="amount", reason="must be positive")
     if expires_on is not None and expires_on < today:
@@ -206,58 +338,58 @@ async def run_campaign(
         "note": note,
         "selection": selection.model_dump(mode="json"),
     }
-    fingerprint = _request_hash(body)
-    try:
-        async with db.write() as conn:
-            existing = await _existing(conn, campaign_id)
-            if existing is not None:
-                return _replay(existing, "campaign", fingerprint)
-            await _lock_cards(conn)
-            cursor = await next_cursor(conn)
-            chosen = cards_query(selection, today).add_columns(
-                sa.literal(amount_kop, sa.BigInteger).label("amount")
-            )
-            await _credit_set(
-                conn,
-                campaign_id=campaign_id,
-                lot_suffix="c",
-                source="campaign",
-                kind="campaign",
-                expires_on=expires_on,
-                today=today,
-                now=now,
-                card_numbers=chosen,
-                note=note,
-                cursor=cursor,
-            )
-            count = int(
-                await conn.scalar(
-                    sa.select(sa.func.count())
-                    .select_from(lots)
-                    .where(lots.c.source_ref == campaign_id, lots.c.source == "campaign")
-                )
-                or 0
-            )
-            await conn.execute(
-                schema.campaigns.insert().values(
-                    campaign_id=campaign_id,
-                    kind="campaign",
-                    state="done",
-                    amount_kop=amount_kop,
-                    expires_on=expires_on,
-                    note=note,
-                    selection=selection.model_dump(mode="json"),
-                    request_hash=fingerprint,
-                    cards=count,
-                    total_kop=count * amount_kop,
-                    created_by=login,
-                    created_at=now,
-                )
-            )
-            row = await _existing(conn, campaign_id)
-            return describe(row)
-    except sa.exc.IntegrityError:
-        return await _raced(db, campaign_id, "campaign", fingerprint)
+    await _start(
+        db,
+        campaign_id,
+        "campaign",
+        _request_hash(body),
+        {
+            "amount_kop": amount_kop,
+            "expires_on": expires_on,
+            "note": note,
+            "selection": selection.model_dump(mode="json"),
+            "created_by": login,
+            "created_at": now,
+        },
+    )
+    return describe(await _drive_campaign(db, campaign_id, today))
+
+
+async def _drive_campaign(db: Database, campaign_id: str, today: date) -> Any:
+    async with db.read() as conn:
+        row = await _existing(conn, campaign_id)
+    assert row is not None
+    selection = Selection.from_stored(row.selection)
+    now = aware(row.created_at)
+
+    async def next_cards(conn: AsyncConnection, after: str | None) -> tuple[list[str], str | None]:
+        chosen = cards_query(selection, today)
+        return await _numbers(
+            conn, chosen.where(_after(cards.c.number, after)).order_by(cards.c.number)
+        )
+
+    async def apply(conn: AsyncConnection, numbers: list[str]) -> dict[str, int]:
+        amounts = sa.select(
+            cards.c.number, sa.literal(row.amount_kop, sa.BigInteger).label("amount")
+        ).where(one_of(cards.c.number, numbers, conn.dialect))
+        count, total = await _credit_set(
+            conn,
+            campaign_id=campaign_id,
+            lot_suffix="c",
+            source="campaign",
+            kind="campaign",
+            expires_on=row.expires_on,
+            today=today,
+            now=now,
+            amounts=amounts,
+            numbers=numbers,
+            note=row.note,
+        )
+        return {"cards": count, "total_kop": total}
+
+    return await _in_chunks(
+        db, campaign_id, phase="running", next_cards=next_cards, apply=apply, totals="cards"
+    )
 
 
 async def cancel_campaign(
@@ -268,20 +400,56 @@ async def cancel_campaign(
         row = await _existing(conn, campaign_id, lock=True)
         if row is None or row.kind != "campaign":
             raise BonusError(ErrorCode.NOT_FOUND, "Бонус-акция не найдена", campaign_id=campaign_id)
-        if row.state == "cancelled":
-            return describe(row)
-        mine = sa.and_(lots.c.source_ref == campaign_id, lots.c.source == "campaign")
-        totals = (
+        if row.state == "running":
+            raise BonusError(ErrorCode.OPERATION_IN_PROGRESS, campaign_id=campaign_id)
+        if row.state == "done":
+            await conn.execute(
+                schema.campaigns.update()
+                .where(schema.campaigns.c.campaign_id == campaign_id)
+                .values(
+                    state="cancelling",
+                    progress_card=None,
+                    cancelled_at=now,
+                    cancelled_by=login,
+                    cancel_result={"debited_kop": 0, "spent_kop": 0, "cards_with_spent": 0},
+                )
+            )
+    return describe(await _drive_cancel_campaign(db, campaign_id))
+
+
+async def _drive_cancel_campaign(db: Database, campaign_id: str) -> Any:
+    async with db.read() as conn:
+        row = await _existing(conn, campaign_id)
+    assert row is not None
+    note = f"отмена бонус-акции {campaign_id}"
+    now = aware(row.cancelled_at)
+
+    def mine(conn: AsyncConnection, numbers: list[str] | None = None) -> Any:
+        condition = sa.and_(lots.c.source_ref == campaign_id, lots.c.source == "campaign")
+        if numbers is not None:
+            condition = sa.and_(condition, one_of(lots.c.card, numbers, conn.dialect))
+        return condition
+
+    async def next_cards(conn: AsyncConnection, after: str | None) -> tuple[list[str], str | None]:
+        # In card order along the lots' (source_ref, card) index.
+        return await _numbers(
+            conn,
+            sa.select(lots.c.card)
+            .where(mine(conn), _after(lots.c.card, after))
+            .order_by(lots.c.card),
+        )
+
+    async def apply(conn: AsyncConnection, numbers: list[str]) -> dict[str, int]:
+        chunk = mine(conn, numbers)
+        debited, spent, with_spent = (
             await conn.execute(
                 sa.select(
                     sa.func.coalesce(sa.func.sum(lots.c.remaining_kop), 0),
                     sa.func.coalesce(sa.func.sum(lots.c.amount_kop - lots.c.remaining_kop), 0),
                     sa.func.count().filter(lots.c.remaining_kop < lots.c.amount_kop),
-                ).where(mine)
+                ).where(chunk)
             )
         ).one()
-        await _lock_cards(conn)
-        cursor = await next_cursor(conn)
         await conn.execute(
             transactions.insert().from_select(
                 ["card", "kind", "amount_kop", "lots", "campaign_id", "received_at", "note"],
@@ -292,27 +460,31 @@ async def cancel_campaign(
                     _pair(conn, lots.c.lot_id, lots.c.remaining_kop),
                     sa.literal(campaign_id),
                     sa.literal(now, sa.DateTime(timezone=True)),
-                    sa.literal(f"отмена бонус-акции {campaign_id}"),
-                ).where(mine, lots.c.remaining_kop > 0),
+                    sa.literal(note),
+                ).where(chunk, lots.c.remaining_kop > 0),
             )
         )
+        cursor = await next_cursor(conn)
         await conn.execute(
-            cards.update().where(cards.c.number == lots.c.card, mine).values(cursor=cursor)
+            cards.update().where(cards.c.number == lots.c.card, chunk).values(cursor=cursor)
         )
         await conn.execute(
-            lots.update().where(mine, lots.c.remaining_kop > 0).values(remaining_kop=0)
+            lots.update().where(chunk, lots.c.remaining_kop > 0).values(remaining_kop=0)
         )
-        result = {
-            "debited_kop": int(totals[0]),
-            "spent_kop": int(totals[1]),
-            "cards_with_spent": int(totals[2]),
+        return {
+            "debited_kop": int(debited),
+            "spent_kop": int(spent),
+            "cards_with_spent": int(with_spent),
         }
-        await conn.execute(
-            schema.campaigns.update()
-            .where(schema.campaigns.c.campaign_id == campaign_id)
-            .values(state="cancelled", cancelled_at=now, cancelled_by=login, cancel_result=result)
-        )
-        return describe(await _existing(conn, campaign_id))
+
+    return await _in_chunks(
+        db,
+        campaign_id,
+        phase="cancelling",
+        next_cards=next_cards,
+        apply=apply,
+        totals="cancel_result",
+    )
 
 
 async def campaign_cards(
@@ -354,6 +526,9 @@ async def campaign_cards(
     return out
 
 
+# --- zeroings -----------------------------------------------------------------------------------
+
+
 async def run_zeroing(
     db: Database,
     *,
@@ -371,78 +546,74 @@ async def run_zeroing(
         "note": note,
         "selection": selection.model_dump(mode="json"),
     }
-    fingerprint = _request_hash(body)
-    try:
-        async with db.write() as conn:
-            existing = await _existing(conn, zeroing_id)
-            if existing is not None:
-                return _replay(existing, "zeroing", fingerprint)
-            inactive = cards_query(selection, today).where(
-                sa.or_(cards.c.last_purchase_on.is_(None), cards.c.last_purchase_on < before_date)
-            )
-            await _lock_cards(conn)
-            cursor = await next_cursor(conn)
-            target = sa.and_(
-                lots.c.expires_on.is_(None), lots.c.remaining_kop > 0, lots.c.card.in_(inactive)
-            )
-            await conn.execute(
-                transactions.insert().from_select(
-                    ["card", "kind", "amount_kop", "lots", "campaign_id", "received_at", "note"],
-                    sa.select(
-                        lots.c.card,
-                        sa.literal("zeroing"),
-                        -sa.func.sum(lots.c.remaining_kop),
-                        _pairs_agg(conn, lots.c.lot_id, lots.c.remaining_kop),
-                        sa.literal(zeroing_id),
-                        sa.literal(now, sa.DateTime(timezone=True)),
-                        sa.literal(note),
-                    )
-                    .where(target)
-                    .group_by(lots.c.card),
+    await _start(
+        db,
+        zeroing_id,
+        "zeroing",
+        _request_hash(body),
+        {
+            "before_date": before_date,
+            "note": note,
+            "selection": selection.model_dump(mode="json"),
+            "created_by": login,
+            "created_at": now,
+        },
+    )
+    return describe(await _drive_zeroing(db, zeroing_id, today))
+
+
+async def _drive_zeroing(db: Database, zeroing_id: str, today: date) -> Any:
+    async with db.read() as conn:
+        row = await _existing(conn, zeroing_id)
+    assert row is not None
+    selection = Selection.from_stored(row.selection)
+    now = aware(row.created_at)
+    non_expiring = sa.and_(lots.c.expires_on.is_(None), lots.c.remaining_kop > 0)
+
+    async def next_cards(conn: AsyncConnection, after: str | None) -> tuple[list[str], str | None]:
+        inactive = cards_query(selection, today).where(
+            sa.or_(cards.c.last_purchase_on.is_(None), cards.c.last_purchase_on < row.before_date),
+            _after(cards.c.number, after),
+            sa.exists().where(lots.c.card == cards.c.number, non_expiring),
+        )
+        return await _numbers(conn, inactive.order_by(cards.c.number))
+
+    async def apply(conn: AsyncConnection, numbers: list[str]) -> dict[str, int]:
+        target = sa.and_(non_expiring, one_of(lots.c.card, numbers, conn.dialect))
+        await conn.execute(
+            transactions.insert().from_select(
+                ["card", "kind", "amount_kop", "lots", "campaign_id", "received_at", "note"],
+                sa.select(
+                    lots.c.card,
+                    sa.literal("zeroing"),
+                    -sa.func.sum(lots.c.remaining_kop),
+                    _pairs_agg(conn, lots.c.lot_id, lots.c.remaining_kop),
+                    sa.literal(zeroing_id),
+                    sa.literal(now, sa.DateTime(timezone=True)),
+                    sa.literal(row.note),
                 )
+                .where(target)
+                .group_by(lots.c.card),
             )
-            # The cards just debited are the stable set: update exactly those.
-            zeroed = sa.select(transactions.c.card).where(
-                transactions.c.campaign_id == zeroing_id, transactions.c.kind == "zeroing"
+        )
+        total = int(
+            await conn.scalar(
+                sa.select(sa.func.coalesce(sa.func.sum(lots.c.remaining_kop), 0)).where(target)
             )
-            await conn.execute(
-                lots.update()
-                .where(
-                    lots.c.expires_on.is_(None), lots.c.remaining_kop > 0, lots.c.card.in_(zeroed)
-                )
-                .values(remaining_kop=0)
-            )
-            await conn.execute(
-                cards.update().where(cards.c.number.in_(zeroed)).values(cursor=cursor)
-            )
-            count, total = (
-                await conn.execute(
-                    sa.select(
-                        sa.func.count(),
-                        sa.func.coalesce(-sa.func.sum(transactions.c.amount_kop), 0),
-                    ).where(
-                        transactions.c.campaign_id == zeroing_id, transactions.c.kind == "zeroing"
-                    )
-                )
-            ).one()
-            await conn.execute(
-                schema.campaigns.insert().values(
-                    campaign_id=zeroing_id,
-                    kind="zeroing",
-                    state="done",
-                    before_date=before_date,
-                    note=note,
-                    selection=selection.model_dump(mode="json"),
-                    request_hash=fingerprint,
-                    cards=int(count),
-                    total_kop=int(total),
-                    created_by=login,
-                    created_at=now,
-                )
-            )
-            return describe(await _existing(conn, zeroing_id))
-    except sa.exc.IntegrityError:
-        return await _raced(db, zeroing_id, "zeroing", fingerprint)
+            or 0
+        )
+        await conn.execute(lots.update().where(target).values(remaining_kop=0))
+        cursor = await next_cursor(conn)
+        await conn.execute(
+            cards.update()
+            .where(one_of(cards.c.number, numbers, conn.dialect))
+            .values(cursor=cursor)
+        )
+        return {"cards": len(numbers), "total_kop": total}
+
+    return await _in_chunks(
+        db, zeroing_id, phase="running", next_cards=next_cards, apply=apply, totals="cards"
+    )
 
 
 async def cancel_zeroing(
@@ -453,14 +624,48 @@ async def cancel_zeroing(
         row = await _existing(conn, zeroing_id, lock=True)
         if row is None or row.kind != "zeroing":
             raise BonusError(ErrorCode.NOT_FOUND, "Обнуление не найдено", campaign_id=zeroing_id)
-        if row.state == "cancelled":
-            return describe(row)
-        await _lock_cards(conn)
-        cursor = await next_cursor(conn)
-        taken = sa.select(
+        if row.state == "running":
+            raise BonusError(ErrorCode.OPERATION_IN_PROGRESS, campaign_id=zeroing_id)
+        if row.state == "done":
+            await conn.execute(
+                schema.campaigns.update()
+                .where(schema.campaigns.c.campaign_id == zeroing_id)
+                .values(
+                    state="cancelling",
+                    progress_card=None,
+                    cancelled_at=now,
+                    cancelled_by=login,
+                    cancel_result={"returned_kop": 0, "cards": 0},
+                )
+            )
+    return describe(await _drive_cancel_zeroing(db, zeroing_id, today))
+
+
+async def _drive_cancel_zeroing(db: Database, zeroing_id: str, today: date) -> Any:
+    async with db.read() as conn:
+        row = await _existing(conn, zeroing_id)
+    assert row is not None
+    now = aware(row.cancelled_at)
+    taken = sa.and_(transactions.c.campaign_id == zeroing_id, transactions.c.kind == "zeroing")
+
+    async def next_cards(conn: AsyncConnection, after: str | None) -> tuple[list[str], str | None]:
+        # In the order of the zeroing's transactions (its journal index), not of card numbers:
+        # the position is the last transaction's id.
+        rows = (
+            await conn.execute(
+                sa.select(transactions.c.id, transactions.c.card)
+                .where(taken, transactions.c.id > int(after or 0))
+                .order_by(transactions.c.id)
+                .limit(CHUNK_CARDS)
+            )
+        ).all()
+        return [row.card for row in rows], (str(rows[-1].id) if rows else None)
+
+    async def apply(conn: AsyncConnection, numbers: list[str]) -> dict[str, int]:
+        amounts = sa.select(
             transactions.c.card.label("number"), (-transactions.c.amount_kop).label("amount")
-        ).where(transactions.c.campaign_id == zeroing_id, transactions.c.kind == "zeroing")
-        await _credit_set(
+        ).where(taken, one_of(transactions.c.card, numbers, conn.dialect))
+        count, total = await _credit_set(
             conn,
             campaign_id=zeroing_id,
             lot_suffix="back",
@@ -469,17 +674,47 @@ async def cancel_zeroing(
             expires_on=None,
             today=today,
             now=now,
-            card_numbers=taken,
+            amounts=amounts,
+            numbers=numbers,
             note=f"отмена обнуления {zeroing_id}",
-            cursor=cursor,
         )
-        result = {"returned_kop": row.total_kop, "cards": row.cards}
-        await conn.execute(
-            schema.campaigns.update()
-            .where(schema.campaigns.c.campaign_id == zeroing_id)
-            .values(state="cancelled", cancelled_at=now, cancelled_by=login, cancel_result=result)
-        )
-        return describe(await _existing(conn, zeroing_id))
+        return {"returned_kop": total, "cards": count}
+
+    return await _in_chunks(
+        db,
+        zeroing_id,
+        phase="cancelling",
+        next_cards=next_cards,
+        apply=apply,
+        totals="cancel_result",
+    )
+
+
+async def carry_on(db: Database) -> int:
+    """Carry on every office mass operation left running (a server stopped half-way, a request
+    that timed out); how many.  Run by the central server's housekeeping."""
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(schema.campaigns).where(
+                    schema.campaigns.c.state.in_(["running", "cancelling"])
+                )
+            )
+        ).all()
+        settings, _ = await current_settings(conn)
+    for row in rows:
+        today = local_date(aware(row.created_at), settings.zone)
+        log.warning("carrying on %s %s (%s)", row.kind, row.campaign_id, row.state)
+        if row.kind == "campaign" and row.state == "running":
+            await _drive_campaign(db, row.campaign_id, today)
+        elif row.kind == "campaign":
+            await _drive_cancel_campaign(db, row.campaign_id)
+        elif row.state == "running":
+            await _drive_zeroing(db, row.campaign_id, today)
+        else:
+            cancelled_on = local_date(aware(row.cancelled_at), settings.zone)
+            await _drive_cancel_zeroing(db, row.campaign_id, cancelled_on)
+    return len(rows)
 
 
 async def list_campaigns(

@@ -88,7 +88,7 @@ lots = sa.Table(
     sa.CheckConstraint("remaining_kop >= 0 AND remaining_kop <= amount_kop", name="lot_remaining"),
     sa.Index("lots_card", "card"),
     sa.Index("lots_expiry", "expires_on"),
-    sa.Index("lots_source_ref", "source_ref"),
+    sa.Index("lots_source_ref", "source_ref", "card"),
 )
 
 holds = sa.Table(
@@ -279,4 +279,6 @@ campaigns = sa.Table(
     sa.Column("cancelled_by", sa.String(64)),
     sa.Column("cancelled_at", sa.DateTime(timezone=True)),
     sa.Column("cancel_result", sa.JSON),
+    #: How far a running operation (or its cancel) got: the last card (or journal row) it did.
+    sa.Column("progress_card", sa.String(40)),
 )

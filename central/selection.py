@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import contextlib
 from datetime import date
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from central import schema
 from shared.amounts import AmountIn, DayIn
+from shared.money import kop_to_decimal
 from shared.phones import PhoneError, normalize_phone
 
 #: Most card numbers an explicit selection may name.
@@ -50,6 +51,21 @@ class Selection(BaseModel):
         if (self.cards is None) == (self.filter is None):
             raise ValueError("give exactly one of cards or filter")
         return self
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Selection:
+        """A selection as ``model_dump(mode="json")`` stored it: its amounts are kopecks there,
+        and roubles as a request gives them."""
+        if data.get("filter"):
+            stored = dict(data["filter"])
+            for name in _AMOUNTS:
+                if stored.get(name) is not None:
+                    stored[name] = str(kop_to_decimal(int(stored[name])))
+            data = {**data, "filter": stored}
+        return cls.model_validate(data)
+
+
+_AMOUNTS = ("non_expiring_min", "non_expiring_max", "expiring_min", "expiring_max")
 
 
 def _sum_of_lots(expiring: bool, today: date) -> sa.Subquery:

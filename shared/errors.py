@@ -43,6 +43,7 @@ class ErrorCode(StrEnum):
     HOLD_EXPIRED = "hold_expired"
     HOLD_RESOLVED = "hold_resolved"
     SERVICE_BUSY = "service_busy"
+    OPERATION_IN_PROGRESS = "operation_in_progress"
     LOGIN_RATE_LIMITED = "login_rate_limited"
     LOGIN_BUSY = "login_busy"
     PROTOCOL_VERSION = "protocol_version"
@@ -90,6 +91,7 @@ MESSAGES_RU: Final[dict[ErrorCode, str]] = {
     ErrorCode.LOGIN_RATE_LIMITED: "Слишком много неудачных попыток входа, повторите позже",
     ErrorCode.LOGIN_BUSY: "Слишком много входов одновременно, повторите через несколько секунд",
     ErrorCode.PROTOCOL_VERSION: "Версия программы не поддерживается сервером",
+    ErrorCode.OPERATION_IN_PROGRESS: "Операция ещё выполняется, повторите позже",
     ErrorCode.INTERNAL_ERROR: "Внутренняя ошибка сервиса бонусов, повторите операцию",
 }
 
@@ -131,6 +133,7 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     # ``service_busy``: the caller may simply try again.
     ErrorCode.LOGIN_BUSY: 429,
     ErrorCode.PROTOCOL_VERSION: 426,
+    ErrorCode.OPERATION_IN_PROGRESS: 409,
     # The one 5xx: a fault of ours, never an answer to bad input.
     ErrorCode.INTERNAL_ERROR: 500,
 }
