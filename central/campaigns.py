@@ -5,14 +5,21 @@ first); cancelling it debits what is still unspent of each lot and reports what 
 A zeroing debits all non-expiring points of every selected card whose last purchase is strictly
 before a date, one debit per card; cancelling it gives exactly those amounts back.
 
-Each runs in chunks of ``CHUNK_CARDS`` cards in card-number order, each chunk a few
-INSERT … SELECT / UPDATE statements in a short transaction of its own that also records how far
-the operation got (``campaigns.progress_card``): the stores' uploads and authorisations, which
-write the same cards and the same feed row, wait at most for one chunk, never for the whole
-operation.  While it runs its state is ``running`` (``cancelling`` for a cancel); a re-submission
-of the same request, or the central server's housekeeping after a restart, carries it on from
-where it stopped, never twice over a card (each chunk locks the operation's row and reads its
-progress first).  The selection is evaluated chunk by chunk, as the operation passes each card.
+Each runs in chunks: a range of card numbers, ``(after, upto]``, in card-number order (the cancel
+of a zeroing: its cards in the order of its journal), each chunk a few INSERT … SELECT / UPDATE
+statements in a short transaction of its own that also records how far the operation got
+(``campaigns.progress_card``).  A chunk is sized to take about ``CHUNK_SECONDS``: the stores'
+uploads and authorisations, which write the same cards and the same feed row, wait at most for
+one chunk, never for the whole operation.  While it runs its state is ``running``
+(``cancelling`` for a cancel); a re-submission of the same request, or the central server's
+housekeeping after a restart, carries it on from where it stopped, never twice over a card
+(each chunk locks the operation's row and reads its progress first).  The selection is
+evaluated chunk by chunk, within the chunk's range, as the operation passes each card.
+
+Every statement of a chunk finds its rows by the range along an index (cards by number, the
+operation's lots by ``(source_ref, card)``): one descent and a scan, where a list of a thousand
+numbers would be a thousand descents, and a filter's sums over lots are taken for the range
+only, never for the whole table once per chunk.
 """
 
 from __future__ import annotations
@@ -20,7 +27,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Final
 
@@ -38,10 +47,14 @@ from shared.lots import local_date
 
 log = logging.getLogger(__name__)
 
-#: Cards an office mass operation changes in one transaction.  A store's batch that touches the
-#: same cards, and every store's batch for the feed row, waits at most for one chunk: a few tens
-#: of milliseconds.
-CHUNK_CARDS: Final = 1000
+#: How long a chunk of an office mass operation should take: a store's batch that touches the
+#: same cards, and every store's batch for the feed row, waits at most for about this long.
+CHUNK_SECONDS: Final = 0.25
+#: Cards of the first chunk; the next ones are sized from how long the last took, between the
+#: bounds (a chunk's fixed costs make tiny ones slow; a huge one would hold the stores back).
+CHUNK_CARDS = 1000
+CHUNK_CARDS_MIN = 100
+CHUNK_CARDS_MAX = 20_000
 
 lots = schema.lots
 cards = schema.cards
@@ -70,14 +83,50 @@ def _request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
 
 
-async def _lock_cards(conn: AsyncConnection, numbers: list[str]) -> None:
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """The cards of one chunk: the numbers in ``(after, upto]``, or the ones listed."""
+
+    after: str | None
+    upto: str | None = None
+    numbers: tuple[str, ...] | None = None
+
+    def of(self, column: Any, conn: AsyncConnection) -> Any:
+        """``column`` (a card number) is one of the chunk's cards."""
+        if self.numbers is not None:
+            return one_of(column, list(self.numbers), conn.dialect)
+        return sa.and_(_after(column, self.after), column <= self.upto)
+
+
+def _after(column: Any, after: str | None) -> Any:
+    return sa.true() if after is None else column > after
+
+
+async def _range_after(
+    conn: AsyncConnection, column: Any, where: Any, after: str | None, size: int
+) -> Chunk | None:
+    """The chunk of the next ``size`` values of ``column`` (along its index) after ``after``;
+    None when none is left."""
+    ahead = (
+        sa.select(column.label("number"))
+        .where(where, _after(column, after))
+        .order_by(column)
+        .limit(size)
+        .subquery()
+    )
+    upto = await conn.scalar(sa.select(sa.func.max(ahead.c.number)))
+    return None if upto is None else Chunk(after, str(upto))
+
+
+async def _lock_cards(conn: AsyncConnection, chunk: Chunk) -> None:
     """On PostgreSQL, lock a chunk's card rows in number order before touching them: a store's
     upload locks its cards in number order too, so the two wait for each other, never both for
-    each other.  SQLite's one writer already serialises them."""
+    each other.  With the cards locked, what a chunk's selection reads of them (their lots and
+    purchases) holds still until it commits.  SQLite's one writer already serialises them."""
     if conn.dialect.name == "postgresql":
         await conn.execute(
             sa.select(cards.c.number)
-            .where(one_of(cards.c.number, numbers, conn.dialect))
+            .where(chunk.of(cards.c.number, conn))
             .order_by(cards.c.number)
             .with_for_update()
         )
@@ -132,10 +181,10 @@ async def _credit_set(
     today: date,
     now: datetime,
     amounts: sa.Select[Any],
-    numbers: list[str],
+    chunk: Chunk,
     note: str,
 ) -> tuple[int, int]:
-    """Credit each card of ``amounts`` (columns ``number``, ``amount``) among ``numbers`` a new
+    """Credit each card of ``amounts`` (columns ``number``, ``amount``) in ``chunk`` a new
     lot, paying debt first; one journal transaction per card.  Returns the cards credited and
     the kopecks."""
     source_rows = amounts.subquery("chosen")
@@ -143,7 +192,6 @@ async def _credit_set(
     debt = cards.c.debt_kop
     paid = sa.case((debt < credit, debt), else_=credit)
     lot_id = sa.literal(f"{campaign_id}:{lot_suffix}:", sa.String) + cards.c.number
-    chunk = one_of(cards.c.number, numbers, conn.dialect)
     await conn.execute(
         lots.insert().from_select(
             [
@@ -169,13 +217,12 @@ async def _credit_set(
                 sa.literal(campaign_id),
             )
             .select_from(cards.join(source_rows, source_rows.c.number == cards.c.number))
-            .where(chunk),
+            .where(chunk.of(cards.c.number, conn)),
         )
     )
+    # The lots just made: the operation's lots of the chunk's cards, along (source_ref, card).
     made = sa.and_(
-        lots.c.source_ref == campaign_id,
-        lots.c.source == source,
-        one_of(lots.c.card, numbers, conn.dialect),
+        lots.c.source_ref == campaign_id, lots.c.source == source, chunk.of(lots.c.card, conn)
     )
     await conn.execute(
         transactions.insert().from_select(
@@ -212,9 +259,17 @@ async def _credit_set(
     return int(count), int(total)
 
 
-#: The next chunk's cards after a position, and the position after them (None: no card left).
-NextCards = Callable[[AsyncConnection, str | None], Awaitable[tuple[list[str], str | None]]]
-ApplyChunk = Callable[[AsyncConnection, list[str]], Awaitable[dict[str, int]]]
+#: The next chunk of at most so many cards after a position, and the position after it; None
+#: when no card is left.
+NextChunk = Callable[[AsyncConnection, str | None, int], Awaitable[tuple[Chunk, str] | None]]
+ApplyChunk = Callable[[AsyncConnection, Chunk], Awaitable[dict[str, int]]]
+
+
+def _next_size(size: int, elapsed_s: float) -> int:
+    """The next chunk's size after one of ``size`` cards took ``elapsed_s``: aimed at
+    ``CHUNK_SECONDS``, at most doubling, within the bounds."""
+    aimed = int(size * CHUNK_SECONDS / max(elapsed_s, 0.001))
+    return min(CHUNK_CARDS_MAX, max(CHUNK_CARDS_MIN, min(aimed, 2 * size)))
 
 
 async def _in_chunks(
@@ -222,7 +277,7 @@ async def _in_chunks(
     operation_id: str,
     *,
     phase: str,
-    next_cards: NextCards,
+    next_chunk: NextChunk,
     apply: ApplyChunk,
     totals: str,
 ) -> Any:
@@ -234,22 +289,25 @@ async def _in_chunks(
     What a chunk did is added to the row's ``totals`` (``cards``/``total_kop`` for the
     operation, ``cancel_result`` for a cancel) in the same transaction.
     """
+    size = min(CHUNK_CARDS, CHUNK_CARDS_MAX)
     while True:
+        started = time.monotonic()
         async with db.write() as conn:
             row = await _existing(conn, operation_id, lock=True)
             assert row is not None, "the operation's row is made before its first chunk"
             if row.state != phase:
                 return row
-            numbers, position = await next_cards(conn, row.progress_card)
-            if not numbers:
+            found = await next_chunk(conn, row.progress_card, size)
+            if found is None:
                 await conn.execute(
                     schema.campaigns.update()
                     .where(schema.campaigns.c.campaign_id == operation_id)
                     .values(state=_DONE[phase], progress_card=None)
                 )
                 return await _existing(conn, operation_id)
-            await _lock_cards(conn, numbers)
-            done = await apply(conn, numbers)
+            chunk, position = found
+            await _lock_cards(conn, chunk)
+            done = await apply(conn, chunk)
             values: dict[str, Any] = {"progress_card": position}
             if totals == "cancel_result":
                 result = dict(row.cancel_result or {})
@@ -264,19 +322,18 @@ async def _in_chunks(
                 .where(schema.campaigns.c.campaign_id == operation_id)
                 .values(**values)
             )
+        size = _next_size(size, time.monotonic() - started)
 
 
 _DONE: Final = {"running": "done", "cancelling": "cancelled"}
 
 
-def _after(column: Any, after: str | None) -> Any:
-    return sa.true() if after is None else column > after
-
-
-async def _numbers(conn: AsyncConnection, query: sa.Select[Any]) -> tuple[list[str], str | None]:
-    """A chunk of card numbers from a query in card-number order; the position is the last."""
-    numbers = [str(number) for number in (await conn.execute(query.limit(CHUNK_CARDS))).scalars()]
-    return numbers, (numbers[-1] if numbers else None)
+async def _cards_after(
+    conn: AsyncConnection, after: str | None, size: int
+) -> tuple[Chunk, str] | None:
+    """The next range of ``size`` cards of the ledger, whichever a selection means."""
+    chunk = await _range_after(conn, cards.c.number, sa.true(), after, size)
+    return None if chunk is None else (chunk, str(chunk.upto))
 
 
 async def _start(
@@ -362,16 +419,9 @@ async def _drive_campaign(db: Database, campaign_id: str, today: date) -> Any:
     selection = Selection.from_stored(row.selection)
     now = aware(row.created_at)
 
-    async def next_cards(conn: AsyncConnection, after: str | None) -> tuple[list[str], str | None]:
-        chosen = cards_query(selection, today)
-        return await _numbers(
-            conn, chosen.where(_after(cards.c.number, after)).order_by(cards.c.number)
-        )
-
-    async def apply(conn: AsyncConnection, numbers: list[str]) -> dict[str, int]:
-        amounts = sa.select(
-            cards.c.number, sa.literal(row.amount_kop, sa.BigInteger).label("amount")
-        ).where(one_of(cards.c.number, numbers, conn.dialect))
+    async def apply(conn: AsyncConnection, chunk: Chunk) -> dict[str, int]:
+        chosen = cards_query(selection, today, within=lambda column: chunk.of(column, conn))
+        amounts = chosen.add_columns(sa.literal(row.amount_kop, sa.BigInteger).label("amount"))
         count, total = await _credit_set(
             conn,
             campaign_id=campaign_id,
@@ -382,13 +432,13 @@ async def _drive_campaign(db: Database, campaign_id: str, today: date) -> Any:
             today=today,
             now=now,
             amounts=amounts,
-            numbers=numbers,
+            chunk=chunk,
             note=row.note,
         )
         return {"cards": count, "total_kop": total}
 
     return await _in_chunks(
-        db, campaign_id, phase="running", next_cards=next_cards, apply=apply, totals="cards"
+        db, campaign_id, phase="running", next_chunk=_cards_after, apply=apply, totals="cards"
     )
 
 
@@ -424,23 +474,17 @@ async def _drive_cancel_campaign(db: Database, campaign_id: str) -> Any:
     note = f"отмена бонус-акции {campaign_id}"
     now = aware(row.cancelled_at)
 
-    def mine(conn: AsyncConnection, numbers: list[str] | None = None) -> Any:
-        condition = sa.and_(lots.c.source_ref == campaign_id, lots.c.source == "campaign")
-        if numbers is not None:
-            condition = sa.and_(condition, one_of(lots.c.card, numbers, conn.dialect))
-        return condition
+    mine = sa.and_(lots.c.source_ref == campaign_id, lots.c.source == "campaign")
 
-    async def next_cards(conn: AsyncConnection, after: str | None) -> tuple[list[str], str | None]:
-        # In card order along the lots' (source_ref, card) index.
-        return await _numbers(
-            conn,
-            sa.select(lots.c.card)
-            .where(mine(conn), _after(lots.c.card, after))
-            .order_by(lots.c.card),
-        )
+    async def next_chunk(
+        conn: AsyncConnection, after: str | None, size: int
+    ) -> tuple[Chunk, str] | None:
+        # The campaign's cards, along the lots' (source_ref, card) index.
+        chunk = await _range_after(conn, lots.c.card, mine, after, size)
+        return None if chunk is None else (chunk, str(chunk.upto))
 
-    async def apply(conn: AsyncConnection, numbers: list[str]) -> dict[str, int]:
-        chunk = mine(conn, numbers)
+    async def apply(conn: AsyncConnection, of_chunk: Chunk) -> dict[str, int]:
+        chunk = sa.and_(mine, of_chunk.of(lots.c.card, conn))
         debited, spent, with_spent = (
             await conn.execute(
                 sa.select(
@@ -481,7 +525,7 @@ async def _drive_cancel_campaign(db: Database, campaign_id: str) -> Any:
         db,
         campaign_id,
         phase="cancelling",
-        next_cards=next_cards,
+        next_chunk=next_chunk,
         apply=apply,
         totals="cancel_result",
     )
@@ -570,15 +614,16 @@ async def _drive_zeroing(db: Database, zeroing_id: str, today: date) -> Any:
     now = aware(row.created_at)
     non_expiring = sa.and_(lots.c.expires_on.is_(None), lots.c.remaining_kop > 0)
 
-    async def next_cards(conn: AsyncConnection, after: str | None) -> tuple[list[str], str | None]:
-        inactive = cards_query(selection, today).where(
+    async def apply(conn: AsyncConnection, chunk: Chunk) -> dict[str, int]:
+        inactive = cards_query(
+            selection, today, within=lambda column: chunk.of(column, conn)
+        ).where(
             sa.or_(cards.c.last_purchase_on.is_(None), cards.c.last_purchase_on < row.before_date),
-            _after(cards.c.number, after),
             sa.exists().where(lots.c.card == cards.c.number, non_expiring),
         )
-        return await _numbers(conn, inactive.order_by(cards.c.number))
-
-    async def apply(conn: AsyncConnection, numbers: list[str]) -> dict[str, int]:
+        numbers = [str(number) for number in (await conn.execute(inactive)).scalars()]
+        if not numbers:
+            return {"cards": 0, "total_kop": 0}
         target = sa.and_(non_expiring, one_of(lots.c.card, numbers, conn.dialect))
         await conn.execute(
             transactions.insert().from_select(
@@ -612,7 +657,7 @@ async def _drive_zeroing(db: Database, zeroing_id: str, today: date) -> Any:
         return {"cards": len(numbers), "total_kop": total}
 
     return await _in_chunks(
-        db, zeroing_id, phase="running", next_cards=next_cards, apply=apply, totals="cards"
+        db, zeroing_id, phase="running", next_chunk=_cards_after, apply=apply, totals="cards"
     )
 
 
@@ -648,23 +693,27 @@ async def _drive_cancel_zeroing(db: Database, zeroing_id: str, today: date) -> A
     now = aware(row.cancelled_at)
     taken = sa.and_(transactions.c.campaign_id == zeroing_id, transactions.c.kind == "zeroing")
 
-    async def next_cards(conn: AsyncConnection, after: str | None) -> tuple[list[str], str | None]:
+    async def next_chunk(
+        conn: AsyncConnection, after: str | None, size: int
+    ) -> tuple[Chunk, str] | None:
         # In the order of the zeroing's transactions (its journal index), not of card numbers:
-        # the position is the last transaction's id.
+        # the chunk lists its cards and the position is the last transaction's id.
         rows = (
             await conn.execute(
                 sa.select(transactions.c.id, transactions.c.card)
                 .where(taken, transactions.c.id > int(after or 0))
                 .order_by(transactions.c.id)
-                .limit(CHUNK_CARDS)
+                .limit(size)
             )
         ).all()
-        return [row.card for row in rows], (str(rows[-1].id) if rows else None)
+        if not rows:
+            return None
+        return Chunk(None, numbers=tuple(row.card for row in rows)), str(rows[-1].id)
 
-    async def apply(conn: AsyncConnection, numbers: list[str]) -> dict[str, int]:
+    async def apply(conn: AsyncConnection, chunk: Chunk) -> dict[str, int]:
         amounts = sa.select(
             transactions.c.card.label("number"), (-transactions.c.amount_kop).label("amount")
-        ).where(taken, one_of(transactions.c.card, numbers, conn.dialect))
+        ).where(taken, chunk.of(transactions.c.card, conn))
         count, total = await _credit_set(
             conn,
             campaign_id=zeroing_id,
@@ -675,7 +724,7 @@ async def _drive_cancel_zeroing(db: Database, zeroing_id: str, today: date) -> A
             today=today,
             now=now,
             amounts=amounts,
-            numbers=numbers,
+            chunk=chunk,
             note=f"отмена обнуления {zeroing_id}",
         )
         return {"returned_kop": total, "cards": count}
@@ -684,7 +733,7 @@ async def _drive_cancel_zeroing(db: Database, zeroing_id: str, today: date) -> A
         db,
         zeroing_id,
         phase="cancelling",
-        next_cards=next_cards,
+        next_chunk=next_chunk,
         apply=apply,
         totals="cancel_result",
     )

@@ -4,6 +4,7 @@ office's real questions (non-expiring sum, expiring sum, last purchase, status).
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -68,13 +69,20 @@ class Selection(BaseModel):
 _AMOUNTS = ("non_expiring_min", "non_expiring_max", "expiring_min", "expiring_max")
 
 
-def _sum_of_lots(expiring: bool, today: date) -> sa.Subquery:
+#: A condition on a card-number column: the cards a query is limited to (a chunk of an office
+#: operation), given for each table the query reads.
+CardsIn = Callable[[sa.ColumnElement[Any]], sa.ColumnElement[bool]]
+
+
+def _sum_of_lots(expiring: bool, today: date, within: CardsIn | None) -> sa.Subquery:
     lots = schema.lots
     condition = (
         sa.and_(lots.c.expires_on.is_not(None), lots.c.expires_on >= today)
         if expiring
         else lots.c.expires_on.is_(None)
     )
+    if within is not None:
+        condition = sa.and_(condition, within(lots.c.card))
     return (
         sa.select(lots.c.card, sa.func.sum(lots.c.remaining_kop).label("total"))
         .where(condition, lots.c.remaining_kop > 0)
@@ -84,17 +92,19 @@ def _sum_of_lots(expiring: bool, today: date) -> sa.Subquery:
 
 
 def cards_query(
-    selection: Selection, today: date, phone_key: bytes | None = None
+    selection: Selection, today: date, within: CardsIn | None = None
 ) -> sa.Select[tuple[str]]:
-    """A query of the selected card numbers (merged cards never count)."""
+    """A query of the selected card numbers (merged cards never count); ``within`` limits it,
+    and the sums it aggregates, to some cards."""
     cards = schema.cards
+    limit = sa.true() if within is None else within(cards.c.number)
     if selection.cards is not None:
         return sa.select(cards.c.number).where(
-            cards.c.number.in_(selection.cards), cards.c.status != "merged"
+            cards.c.number.in_(selection.cards), cards.c.status != "merged", limit
         )
     assert selection.filter is not None
     f = selection.filter
-    query = sa.select(cards.c.number).where(cards.c.status != "merged")
+    query = sa.select(cards.c.number).where(cards.c.status != "merged", limit)
     if f.query:
         text = f.query.strip()
         conditions = [cards.c.number == text, cards.c.barcode == text]
@@ -118,7 +128,7 @@ def cards_query(
     ):
         if low is None and high is None:
             continue
-        sums = _sum_of_lots(expiring, today)
+        sums = _sum_of_lots(expiring, today, within)
         query = query.outerjoin(sums, sums.c.card == cards.c.number)
         total = sa.func.coalesce(sums.c.total, 0)
         if low is not None:

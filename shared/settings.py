@@ -6,10 +6,11 @@ Each field carries a one-line description; ``docs/settings.md`` is checked again
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from functools import cached_property
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -140,6 +141,12 @@ class ProgramSettings(BaseModel):
     def zone(self) -> ZoneInfo:
         """The program's time zone."""
         return ZoneInfo(self.time_zone)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """A copy with ``update`` applied; what was computed from the old values is not kept."""
+        copy = super().model_copy(update=update, deep=deep)
+        copy.__dict__.pop("rates_bp", None)
+        return copy
 
     @cached_property
     def rates_bp(self) -> RatesBp:

@@ -45,7 +45,8 @@ async def _credited(office: Office, campaign_id: str) -> dict[str, int]:
 
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(campaigns, "CHUNK_CARDS", 7)
+    for name in ("CHUNK_CARDS", "CHUNK_CARDS_MIN", "CHUNK_CARDS_MAX"):
+        monkeypatch.setattr(campaigns, name, 7)
 
 
 async def test_a_campaign_in_chunks_credits_every_card_once(office: Office) -> None:
@@ -174,3 +175,47 @@ async def test_a_zeroing_and_its_cancel_in_chunks(office: Office) -> None:
     assert cancel["state"] == "cancelled"
     assert cancel["cancel_result"] == {"returned_kop": expected, "cards": 20}
     await office.check()
+
+
+async def test_a_filtered_campaign_in_chunks_credits_exactly_the_cards_it_means(
+    office: Office,
+) -> None:
+    # Chunks are ranges of the ledger's cards; the filter's sums are taken chunk by chunk.
+    await office.user()
+    store = await office.store()
+    buyers = CARDS[:20:2]
+    for index, number in enumerate(buyers):
+        await store.register(number, f"92700{index:05d}")
+        await store.sale(number, f"R-{index}", day=DAY, accrued_kop=100 + 5 * index)
+    await _ledger_cards(office, [number for number in CARDS if number not in buyers])
+    result = await office.ok(
+        "POST",
+        "/admin/v1/campaigns",
+        {
+            "campaign_id": "loyal",
+            "amount": "1",
+            "note": "активным",
+            "selection": {"filter": {"non_expiring_min": "1.20"}},
+        },
+    )
+    meant = [number for index, number in enumerate(buyers) if 100 + 5 * index >= 120]
+    assert (result["cards"], result["total_kop"]) == (len(meant), 100 * len(meant))
+    assert await _credited(office, "loyal") == dict.fromkeys(meant, 1)
+    await office.check()
+
+
+@pytest.mark.parametrize(
+    ("size", "elapsed_s", "expected"),
+    [
+        (1000, 0.05, 2000),  # fast: at most doubles
+        (1000, 0.2, 1250),  # aimed at CHUNK_SECONDS
+        (1000, 2.5, 100),  # slow: shrinks, not below the floor
+        (20_000, 0.01, 20_000),  # never above the ceiling
+    ],
+)
+def test_a_chunk_is_sized_from_how_long_the_last_took(
+    monkeypatch: pytest.MonkeyPatch, size: int, elapsed_s: float, expected: int
+) -> None:
+    monkeypatch.setattr(campaigns, "CHUNK_CARDS_MIN", 100)
+    monkeypatch.setattr(campaigns, "CHUNK_CARDS_MAX", 20_000)
+    assert campaigns._next_size(size, elapsed_s) == expected

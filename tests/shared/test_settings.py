@@ -132,3 +132,15 @@ def test_settings_percent_as_basis_points(percent: str, basis_points: int) -> No
 def test_settings_percent_with_three_decimals_has_no_basis_points() -> None:
     with pytest.raises(ValueError, match="two decimals"):
         pct_to_bp(Decimal("0.001"))
+
+
+def test_settings_copy_with_new_rates_accrues_at_the_new_rates() -> None:
+    # A settings reload (agent/reload.py) copies the old version with the changes: the basis
+    # points computed for the old rates must not come along.
+    old = ProgramSettings()
+    assert old.rates_bp.other == 500
+    new = old.model_copy(
+        update={"accrual_rate_other_pct": Decimal(0), "redemption_share_max_pct": Decimal(30)}
+    )
+    assert (new.rates_bp.other, new.rates_bp.redemption_share) == (0, 3000)
+    assert old.rates_bp.other == 500
