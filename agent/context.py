@@ -33,6 +33,10 @@ QuickRound = Callable[[float], Awaitable[bool]]
 CentralAuthorize = Callable[[AuthorizeRequest], Awaitable[AuthorizeResponse | None]]
 
 
+#: The states a store can be in at the central server.
+STORE_STATES = frozenset({"active", "disabled", "closing", "closed"})
+
+
 def request_hash(body: dict[str, Any]) -> str:
     """The fingerprint of a validated request, to tell a retry from a different request."""
     return hashlib.sha256(store.dumps(body).encode("utf-8")).hexdigest()
@@ -76,6 +80,9 @@ class AgentContext:
     bootstrapping: bool = False
     #: Phones seen in this process (card → 10 digits), to send codes without storing numbers.
     phones: dict[str, tuple[str, float]] = field(default_factory=dict)
+    #: This store's state at the central server (active, disabled, closing, closed), as its
+    #: last answer said (kept in meta across restarts).
+    store_state: str = "active"
 
     async def load(self) -> None:
         """Read the settings and the sync state from the database."""
@@ -98,7 +105,22 @@ class AgentContext:
         )
         self.central_phone_key_id = store.get_meta(conn, "central_phone_key_id")
         self.phone_hashes_stale = bool(store.get_meta(conn, "phone_hashes_stale"))
+        self.store_state = str(store.get_meta(conn, "store_state") or "active")
         await self.rehash_pending_registrations()
+
+    async def note_store_state(self, state: str) -> None:
+        """The central server told this store's state: remember it (durably when it changed)."""
+        if state not in STORE_STATES or state == self.store_state:
+            return
+        await self.db.write(lambda conn: store.set_meta(conn, "store_state", state))
+        log.warning("the central server says this store is %s (was %s)", state, self.store_state)
+        self.store_state = state
+
+    def closed_refusal(self) -> BonusError | None:
+        """Why no new operation may be recorded here (a store being closed), or None."""
+        if self.store_state in ("closing", "closed"):
+            return BonusError(ErrorCode.STORE_CLOSED, store_state=self.store_state)
+        return None
 
     async def rehash_pending_registrations(self) -> None:
         """Cards registered here and not yet acknowledged, hashed with another key (or none,
@@ -224,6 +246,11 @@ class AgentContext:
 
     def redemption_refusal(self) -> BonusError | None:
         """Why redemption is refused right now, or None when it is allowed."""
+        if self.store_state == "disabled":
+            return BonusError(ErrorCode.STORE_DISABLED)
+        closed = self.closed_refusal()
+        if closed is not None:
+            return closed
         if self.redemption_fresh():
             return None
         age = self.sync_age_s()
@@ -236,15 +263,17 @@ class AgentContext:
 
     async def require_fresh(self) -> None:
         """Allow a redemption only on a fresh sync, after one quick round if it is stale."""
+        if self.store_state != "active":
+            refusal = self.redemption_refusal()
+            if refusal is not None:
+                raise refusal
         if self.redemption_fresh():
             return
         if self.quick_round is not None:
             await self.quick_round(self.config.sync_quick_round_timeout_s)
-            if self.redemption_fresh():
-                return
         refusal = self.redemption_refusal()
-        assert refusal is not None
-        raise refusal
+        if refusal is not None:
+            raise refusal
 
     def remember_phone(self, card: str, phone10: str) -> None:
         """Keep a phone in memory for an hour, to send a code for this card."""

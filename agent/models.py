@@ -346,4 +346,11 @@ class StatusResponse(Response):
         None, description="Why the store has no usable phone key file, if it has none."
     )
     phone_key_id: str | None = Field(None, description="The id of the store's phone key.")
+    store_state: str = Field(
+        "active",
+        description=(
+            "The store at the central server: active, disabled (no redemption), closing or "
+            "closed (no new operations)."
+        ),
+    )
     version: str

@@ -275,12 +275,25 @@ class Operations:
             raise BonusError(ErrorCode.IDEMPOTENCY_CONFLICT, kind=kind, key=key)
         return response
 
+    def _refuse_new_when_closed(
+        self, kind: str | None = None, key: str = "", fingerprint: str = ""
+    ) -> None:
+        """A store being closed records nothing new; a retry of what it recorded before still
+        gets its first answer (checked here for ``kind``, by the caller otherwise)."""
+        refusal = self.ctx.closed_refusal()
+        if refusal is None:
+            return
+        if kind is not None and self._replay(self.ctx.db.reader, kind, key, fingerprint):
+            return
+        raise refusal
+
     # --- sale ---------------------------------------------------------------------------------
 
     async def sale(self, request: SaleRequest) -> dict[str, Any]:
         """Commit a sale: accrual and redemption, atomic and idempotent on the receipt id."""
         body = request.model_dump(mode="json")
         fingerprint = request_hash(body)
+        self._refuse_new_when_closed("sale", request.receipt_id, fingerprint)
         if request.redeem > 0:
             # A retry answers as the first time, even once the sync has gone stale since; a
             # sale without redemption has nothing to check first and is replayed by the writer.
@@ -468,6 +481,7 @@ class Operations:
         replayed = self._replay(self.ctx.db.reader, "return", request.return_id, fingerprint)
         if replayed is not None:
             return replayed
+        self._refuse_new_when_closed()
 
         def _write(conn: sqlite3.Connection) -> Any:
             replayed = self._replay(conn, "return", request.return_id, fingerprint)
@@ -564,6 +578,7 @@ class Operations:
         replayed = self._replay(self.ctx.db.reader, "hold", request.hold_id, fingerprint)
         if replayed is not None:
             return replayed
+        self._refuse_new_when_closed()
         if request.amount <= 0:
             raise BonusError(ErrorCode.VALIDATION_ERROR, field="amount", reason="must be positive")
         if request.ttl_s > self.ctx.settings.hold_ttl_max_s:
@@ -677,6 +692,7 @@ class Operations:
         phone10 = parse_phone(request.phone)
         if not request.consents.personal_data:
             raise BonusError(ErrorCode.CONSENT_REQUIRED)
+        self._refuse_new_when_closed()
         phone_hash = await self.ctx.hash_phone(phone10)
         physical = parse_card_ref(request.card) if request.card is not None else None
 

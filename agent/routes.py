@@ -96,6 +96,7 @@ async def status(request: web.Request) -> web.Response:
         else Refusal(code=str(phone_refusal.code), message=phone_refusal.message),
         phone_key_problem=ctx.phone_key_problem,
         phone_key_id=ctx.phone_hasher.key.key_id if ctx.phone_hasher else None,
+        store_state=ctx.store_state,
         version=_version(),
     )
     return model_response(body)

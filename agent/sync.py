@@ -35,9 +35,11 @@ from agent.bootstrap import (
 from agent.context import AgentContext
 from agent.replica import apply_card_states
 from shared.protocol import (
+    JOURNAL_HEAD_HEADER,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
     STORE_HEADER,
+    STORE_STATE_HEADER,
     UPLOAD_OPS_MAX,
     AuthorizeRequest,
     AuthorizeResponse,
@@ -120,13 +122,32 @@ class CentralClient:
     def _url(self, path: str) -> str:
         return self.ctx.config.central_url.rstrip("/") + path
 
-    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    async def _note_state(self, response: aiohttp.ClientResponse, body: Any) -> None:
+        """What the answer says of this store's state: its header, or a refusal's code."""
+        state = response.headers.get(STORE_STATE_HEADER)
+        if response.status >= 400:
+            error = CentralRefused(response.status, body)
+            if error.code == "store_disabled":
+                state = "disabled"
+            elif error.code == "store_closed":
+                state = str(error.details.get("state") or "closed")
+        if state:
+            await self.ctx.note_store_state(state)
+
+    async def _call(
+        self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> Any:
         timeout = aiohttp.ClientTimeout(total=self.ctx.config.central_timeout_s)
         try:
             async with self.session.request(
-                method, self._url(path), headers=self._headers(), timeout=timeout, **kwargs
+                method,
+                self._url(path),
+                headers=self._headers() | (headers or {}),
+                timeout=timeout,
+                **kwargs,
             ) as response:
                 body = await response.json(content_type=None)
+                await self._note_state(response, body)
                 if response.status >= 400:
                     raise CentralRefused(response.status, body)
                 return body
@@ -134,7 +155,10 @@ class CentralClient:
             raise SyncError(f"central server unreachable: {type(exc).__name__}: {exc}") from None
 
     async def hello(self) -> Hello:
-        return _message(Hello, await self._call("GET", "/sync/v1/hello"))
+        # The journal's head tells the central server this store's backlog (and when a store
+        # being closed has nothing left to upload).
+        head = {JOURNAL_HEAD_HEADER: str(store.last_seq(self.ctx.db.reader))}
+        return _message(Hello, await self._call("GET", "/sync/v1/hello", headers=head))
 
     async def upload(self, ops: list[Op]) -> UploadResponse:
         body = UploadRequest(ops=ops).model_dump(mode="json")
@@ -154,6 +178,7 @@ class CentralClient:
                 json=request.model_dump(mode="json"),
             ) as response:
                 body = await response.json(content_type=None)
+                await self._note_state(response, body)
                 if response.status >= 400:
                     error = CentralRefused(response.status, body)
                     if error.code in ("card_not_found",):

@@ -18,19 +18,21 @@ from central.authorize import authorize
 from central.db import Database, head_cursor
 from central.program import current_settings
 from central.snapshot import card_lines
-from central.stores import Store, authenticate
+from central.stores import Store, authenticate, end_token_overlap, note_greeting
 from central.sync import upload
 from shared import protocol_v1
 from shared.errors import BonusError, ErrorCode
 from shared.lots import local_date
 from shared.protocol import (
     CHANGES_PAGE_MAX,
+    JOURNAL_HEAD_HEADER,
     PROTOCOL_HEADER,
     PROTOCOL_MAX,
     PROTOCOL_MIN,
     PROTOCOL_VERSION,
     SEQ_MAX,
     STORE_HEADER,
+    STORE_STATE_HEADER,
     AuthorizeRequest,
     ChangesResponse,
     Hello,
@@ -89,12 +91,29 @@ async def store_auth_middleware(request: web.Request, handler: Handler) -> web.S
     ):
         raise BonusError(ErrorCode.UNAUTHORIZED)
     async with request.app[DB_KEY].read() as conn:
-        store = await authenticate(conn, store_id, token)
-    if store is None:
+        found = await authenticate(conn, store_id, token, now())
+    if found is None:
         raise BonusError(ErrorCode.UNAUTHORIZED)
+    if found.new_token_first_used:
+        async with request.app[DB_KEY].write() as conn:
+            await end_token_overlap(conn, store_id)
+    store = found.store
+    if store.state == "disabled":
+        raise BonusError(ErrorCode.STORE_DISABLED, store_id=store.store_id)
+    if store.state == "closed" or (
+        store.state == "closing" and request.path == "/sync/v1/authorize"
+    ):
+        raise BonusError(ErrorCode.STORE_CLOSED, store_id=store.store_id, state=store.state)
     request[STORE_KEY] = store
     request[PROTOCOL_KEY] = int(version_text)
-    return await handler(request)
+    response = await handler(request)
+    if not response.prepared:  # a streamed snapshot has sent its headers already
+        response.headers[STORE_STATE_HEADER] = request.get(_STATE_KEY, store.state)
+    return response
+
+
+#: The store's state after the request (a greeting can close a drained store).
+_STATE_KEY = web.RequestKey("store_state", str)
 
 
 _VERSION = re.compile(r"[0-9]{1,4}")
@@ -117,8 +136,23 @@ def _current_protocol_only(request: web.Request) -> None:
         )
 
 
+def _journal_head(request: web.Request) -> int | None:
+    """The journal head a store reports in its greeting, if it does (and sensibly)."""
+    text = request.headers.get(JOURNAL_HEAD_HEADER, "")
+    if not _SEQ.fullmatch(text):
+        return None
+    return int(text)
+
+
+_SEQ = re.compile(r"[0-9]{1,18}")
+
+
 async def hello(request: web.Request) -> web.Response:
     store = request[STORE_KEY]
+    journal_head = _journal_head(request)
+    if journal_head is not None or store.state == "closing":
+        async with request.app[DB_KEY].write() as conn:
+            request[_STATE_KEY] = await note_greeting(conn, store, journal_head, now())
     async with request.app[DB_KEY].read() as conn:
         head = await head_cursor(conn)
     if request[PROTOCOL_KEY] == protocol_v1.VERSION:

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -113,9 +113,27 @@ def main(argv: list[str] | None = None) -> int:
     add.add_argument("--address")
     add.add_argument("--opening-hours")
     add.add_argument("--phone")
-    rotate = store_commands.add_parser("rotate-token", help="give a store a new token")
+    rotate = store_commands.add_parser(
+        "rotate-token",
+        help="give a store a new token; the old one works until the store uses the new one",
+    )
     rotate.add_argument("store_id")
-    store_commands.add_parser("list", help="stores and their last sync")
+    rotate.add_argument(
+        "--overlap-hours",
+        type=float,
+        default=stores.TOKEN_OVERLAP_DEFAULT_H,
+        help="the longest the old token keeps working (0: it stops at once; "
+        f"default {stores.TOKEN_OVERLAP_DEFAULT_H:g})",
+    )
+    for name, text in (
+        ("disable", "refuse the store's syncs (it redeems nothing; its sales wait at the store)"),
+        ("enable", "let a disabled store sync again"),
+        ("close", "close a store for good once it has uploaded everything it holds"),
+    ):
+        change = store_commands.add_parser(name, help=text)
+        change.add_argument("store_id")
+        change.add_argument("--reason", help="why (shown in the store list)")
+    store_commands.add_parser("list", help="stores, their state, backlog and last sync")
     expire_parser = commands.add_parser("expire", help="burn expired points now")
     expire_parser.add_argument(
         "--as-of", type=date.fromisoformat, help="YYYY-MM-DD (default today)"
@@ -211,12 +229,43 @@ async def _store_command(db: Database, args: argparse.Namespace, now: datetime) 
         print(token)
         return 0
     if args.store_command == "rotate-token":
+        if not 0 <= args.overlap_hours <= stores.TOKEN_OVERLAP_MAX_H:
+            print(f"--overlap-hours: 0 to {stores.TOKEN_OVERLAP_MAX_H:g}", file=sys.stderr)
+            return 2
+        overlap = timedelta(hours=args.overlap_hours)
         async with db.write() as conn:
-            new_token = await stores.rotate_token(conn, args.store_id)
+            new_token = await stores.rotate_token(conn, args.store_id, now, overlap)
         if new_token is None:
-            print(f"no store {args.store_id}", file=sys.stderr)
+            print(f"no open store {args.store_id}", file=sys.stderr)
             return 1
         print(new_token)
+        if overlap:
+            print(
+                f"the old token works until the store uses this one, at most until "
+                f"{(now + overlap).isoformat(timespec='seconds')}",
+                file=sys.stderr,
+            )
+        return 0
+    if args.store_command in ("disable", "enable", "close"):
+        targets: dict[str, stores.StoreState] = {
+            "disable": "disabled",
+            "enable": "active",
+            "close": "closing",
+        }
+        target = targets[args.store_command]
+        try:
+            async with db.write() as conn:
+                before = await stores.change_state(conn, args.store_id, target, now, args.reason)
+        except stores.StateChangeRefused as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        print(f"store {args.store_id}: {before} → {target}")
+        if target == "closing":
+            print(
+                "it uploads what it holds and records nothing new; it is closed at its next "
+                "greeting that reports nothing unsent (see `store list`)",
+                file=sys.stderr,
+            )
         return 0
     async with db.read() as conn:
         for row in await stores.list_stores(conn):

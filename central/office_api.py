@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -51,7 +51,17 @@ from central.staff import (
     password_matches,
     stored_hash,
 )
-from central.stores import StoreExists, add_store, list_stores
+from central.stores import (
+    TOKEN_OVERLAP_DEFAULT_H,
+    TOKEN_OVERLAP_MAX_H,
+    StateChangeRefused,
+    StoreExists,
+    StoreState,
+    add_store,
+    change_state,
+    list_stores,
+    rotate_token,
+)
 from shared.amounts import AmountIn, DayIn
 from shared.errors import BonusError, ErrorCode
 from shared.lots import local_date
@@ -128,6 +138,19 @@ class StoreRequest(Body):
     address: str | None = Field(None, max_length=500)
     opening_hours: str | None = Field(None, max_length=200)
     phone: str | None = Field(None, max_length=40)
+
+
+class StoreStateRequest(Body):
+    reason: str | None = Field(None, max_length=500)
+
+
+class TokenRotation(Body):
+    overlap_hours: float = Field(
+        TOKEN_OVERLAP_DEFAULT_H,
+        ge=0,
+        le=TOKEN_OVERLAP_MAX_H,
+        description="The longest the old token keeps working (0: it stops at once).",
+    )
 
 
 class SettingsChange(Body):
@@ -440,6 +463,47 @@ async def create_store(request: web.Request) -> web.Response:
     return json_response({"store_id": body.store_id, "token": token}, status=201)
 
 
+_STORE_CHANGES: tuple[tuple[str, StoreState, str], ...] = (
+    ("disable", "disabled", "Disable a store: its syncs refused, no redemption"),
+    ("enable", "active", "Enable a disabled store again"),
+    ("close", "closing", "Close a store for good once it has uploaded everything"),
+)
+
+
+def _store_state_handler(target: StoreState) -> Handler:
+    async def change(request: web.Request) -> web.Response:
+        body = await parse_body(request, StoreStateRequest)
+        store_id = request.match_info["store_id"]
+        request[AUDIT_KEY] = {"store_id": store_id, "state": target, "reason": body.reason}
+        try:
+            async with request.app[DB_KEY].write() as conn:
+                before = await change_state(conn, store_id, target, now(), body.reason)
+        except StateChangeRefused as exc:
+            raise BonusError(
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "Состояние аптеки так изменить нельзя",
+                store_id=store_id,
+                reason=str(exc),
+            ) from exc
+        return json_response({"store_id": store_id, "state": target, "was": before})
+
+    return change
+
+
+async def rotate_store_token(request: web.Request) -> web.Response:
+    body = await parse_body(request, TokenRotation)
+    store_id = request.match_info["store_id"]
+    request[AUDIT_KEY] = {"store_id": store_id, "overlap_hours": body.overlap_hours}
+    at = now()
+    overlap = timedelta(hours=body.overlap_hours)
+    async with request.app[DB_KEY].write() as conn:
+        token = await rotate_token(conn, store_id, at, overlap)
+    if token is None:
+        raise BonusError(ErrorCode.NOT_FOUND, "Аптека не найдена или закрыта", store_id=store_id)
+    until = (at + overlap).isoformat() if overlap else None
+    return json_response({"store_id": store_id, "token": token, "old_token_until": until})
+
+
 async def settings_show(request: web.Request) -> web.Response:
     async with request.app[DB_KEY].read() as conn:
         settings, _ = await current_settings(conn)
@@ -559,6 +623,25 @@ ROUTES: tuple[Route, ...] = (
         (P.STORES,),
         StoreRequest,
         status=201,
+    ),
+    *(
+        Route(
+            "POST",
+            f"/admin/v1/stores/{{store_id}}/{action}",
+            _store_state_handler(target),
+            text,
+            (P.STORES,),
+            StoreStateRequest,
+        )
+        for action, target, text in _STORE_CHANGES
+    ),
+    Route(
+        "POST",
+        "/admin/v1/stores/{store_id}/rotate-token",
+        rotate_store_token,
+        "A new token; the old one works until the store uses it, or the overlap ends",
+        (P.STORES,),
+        TokenRotation,
     ),
     Route("GET", "/admin/v1/settings", settings_show, "Program settings in force", (P.SETTINGS,)),
     Route(

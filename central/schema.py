@@ -36,6 +36,19 @@ stores = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     #: Operations whose figures, as the store computed them, differ from the booked ones.
     sa.Column("ops_differing", sa.BigInteger, nullable=False, server_default="0"),
+    #: active, disabled (syncs refused, no redemption), closing (drains, no new operations),
+    #: closed (for good).
+    sa.Column("state", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("state_reason", sa.String(500)),
+    sa.Column("state_changed_at", sa.DateTime(timezone=True)),
+    #: When a closing store was first told so (its later greetings can close it).
+    sa.Column("closing_told_at", sa.DateTime(timezone=True)),
+    #: The highest journal seq the store reported (``X-Bonus-Journal-Head``), and when.
+    sa.Column("reported_head_seq", sa.BigInteger),
+    sa.Column("reported_head_at", sa.DateTime(timezone=True)),
+    #: A rotated token's predecessor: it works until the store uses the new one, or until then.
+    sa.Column("previous_token_hash", sa.String(128)),
+    sa.Column("previous_token_until", sa.DateTime(timezone=True)),
 )
 
 cards = sa.Table(

@@ -44,6 +44,8 @@ class ErrorCode(StrEnum):
     HOLD_RESOLVED = "hold_resolved"
     SERVICE_BUSY = "service_busy"
     OPERATION_IN_PROGRESS = "operation_in_progress"
+    STORE_DISABLED = "store_disabled"
+    STORE_CLOSED = "store_closed"
     LOGIN_RATE_LIMITED = "login_rate_limited"
     LOGIN_BUSY = "login_busy"
     PROTOCOL_VERSION = "protocol_version"
@@ -92,6 +94,10 @@ MESSAGES_RU: Final[dict[ErrorCode, str]] = {
     ErrorCode.LOGIN_BUSY: "Слишком много входов одновременно, повторите через несколько секунд",
     ErrorCode.PROTOCOL_VERSION: "Версия программы не поддерживается сервером",
     ErrorCode.OPERATION_IN_PROGRESS: "Операция ещё выполняется, повторите позже",
+    ErrorCode.STORE_DISABLED: (
+        "Аптека отключена от программы лояльности: списание бонусов недоступно. Обратитесь в офис"
+    ),
+    ErrorCode.STORE_CLOSED: "Аптека закрыта в программе лояльности: операции с бонусами не проводятся",
     ErrorCode.INTERNAL_ERROR: "Внутренняя ошибка сервиса бонусов, повторите операцию",
 }
 
@@ -134,6 +140,8 @@ HTTP_STATUS: Final[dict[ErrorCode, int]] = {
     ErrorCode.LOGIN_BUSY: 429,
     ErrorCode.PROTOCOL_VERSION: 426,
     ErrorCode.OPERATION_IN_PROGRESS: 409,
+    ErrorCode.STORE_DISABLED: 403,
+    ErrorCode.STORE_CLOSED: 403,
     # The one 5xx: a fault of ours, never an answer to bad input.
     ErrorCode.INTERNAL_ERROR: 500,
 }

@@ -25,6 +25,12 @@ PROTOCOL_MIN: Final = 1
 PROTOCOL_MAX: Final = 2
 PROTOCOL_HEADER: Final = "X-Bonus-Protocol"
 STORE_HEADER: Final = "X-Store-Id"
+#: Optional, from a store: the highest seq of its journal (its backlog, and whether a closing
+#: store has drained).  Older agents do not send it.
+JOURNAL_HEAD_HEADER: Final = "X-Bonus-Journal-Head"
+#: On every sync answer: the store's state at the central server (active, disabled, closing,
+#: closed); a header so that agents that do not know it are not disturbed.
+STORE_STATE_HEADER: Final = "X-Bonus-Store-State"
 
 #: Limits of one upload batch.
 UPLOAD_OPS_MAX: Final = 1000

@@ -49,6 +49,13 @@ REQUESTS: dict[tuple[str, str], tuple[str, Any]] = {
     ),
     ("GET", "/admin/v1/stores"): ("/admin/v1/stores", None),
     ("POST", "/admin/v1/stores"): ("/admin/v1/stores", {"store_id": "store-2", "name": "Вторая"}),
+    ("POST", "/admin/v1/stores/{store_id}/disable"): ("/admin/v1/stores/store-1/disable", {}),
+    ("POST", "/admin/v1/stores/{store_id}/enable"): ("/admin/v1/stores/store-1/enable", {}),
+    ("POST", "/admin/v1/stores/{store_id}/close"): ("/admin/v1/stores/store-1/close", {}),
+    ("POST", "/admin/v1/stores/{store_id}/rotate-token"): (
+        "/admin/v1/stores/store-1/rotate-token",
+        {},
+    ),
     ("GET", "/admin/v1/settings"): ("/admin/v1/settings", None),
     ("PATCH", "/admin/v1/settings"): ("/admin/v1/settings", {"changes": {}}),
 }
