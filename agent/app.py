@@ -16,6 +16,13 @@ from agent.config import AgentConfig
 from agent.context import AgentContext
 from agent.db import Database
 from agent.http import CONFIG_KEY, SESSION_KEY, auth_middleware, error_middleware
+from agent.metrics import (
+    METRICS_KEY,
+    METRICS_PATH,
+    AgentMetrics,
+    metrics_endpoint,
+    metrics_middleware,
+)
 from agent.operations import Operations
 from agent.phonekey import PhoneHasher, load_phone_key
 from agent.providers import make_provider
@@ -37,17 +44,19 @@ def create_app(
 ) -> web.Application:
     """The till API over the local journal, with its background tasks."""
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware],
+        middlewares=[metrics_middleware, error_middleware, auth_middleware],
         client_max_size=config.request_body_bytes_max,
     )
     app[CONFIG_KEY] = config
     app[REQUEST_TIMEOUT_KEY] = lambda: config.request_timeout_s
+    metrics = app[METRICS_KEY] = AgentMetrics()
     add_routes(app)
+    app.router.add_get(METRICS_PATH, metrics_endpoint)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         db = Database(config.db_path)
         await db.open()
-        ctx = AgentContext(config=config, db=db, clock=clock or Clock())
+        ctx = AgentContext(config=config, db=db, clock=clock or Clock(), metrics=metrics)
         source = load_phone_key(config.phone_key_file)
         if source.key is not None:
             ctx.phone_hasher = PhoneHasher(source.key)
@@ -68,6 +77,7 @@ def create_app(
         app[CTX_KEY] = ctx
         app[OPS_KEY] = Operations(ctx)
         app[VERIFY_KEY] = Verifications(ctx, make_provider(config.provider, session))
+        metrics.watch(ctx, lambda: app[VERIFY_KEY].provider)
         tasks = [asyncio.create_task(_high_water_loop(ctx), name="high-water")]
         client = CentralClient(ctx, session)
         syncer = Syncer(ctx, client)

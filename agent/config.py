@@ -129,6 +129,13 @@ class AgentConfig(BaseModel):
         le=120,
         description="Longest time one till request may take before it is answered with an error.",
     )
+    metrics_token: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "Bearer token GET /metrics asks of clients elsewhere than this machine; "
+            "empty = anybody who reaches the listener may read the metrics."
+        ),
+    )
     log_level: LogLevel = Field("INFO", description="Log level.")
     log_json: bool = Field(
         False, description="Write logs as JSON lines (for the journal) instead of text."
@@ -160,6 +167,7 @@ HOT_RELOADABLE = frozenset(
         "request_body_bytes_max",
         "request_timeout_s",
         "central_token",
+        "metrics_token",
     }
 )
 

@@ -17,6 +17,7 @@ from agent.clock import Clock
 from agent.config import AgentConfig
 from agent.db import Database
 from agent.freshness import SyncMark, is_fresh, sync_age_s
+from agent.metrics import AgentMetrics
 from agent.models import Refusal
 from agent.phonekey import PhoneHashBusy, PhoneHasher
 from shared.errors import MESSAGES_RU, BonusError, ErrorCode
@@ -83,6 +84,8 @@ class AgentContext:
     #: This store's state at the central server (active, disabled, closing, closed), as its
     #: last answer said (kept in meta across restarts).
     store_state: str = "active"
+    #: What ``GET /metrics`` counts (``agent/metrics.py``).
+    metrics: AgentMetrics = field(default_factory=AgentMetrics)
 
     async def load(self) -> None:
         """Read the settings and the sync state from the database."""

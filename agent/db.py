@@ -325,6 +325,11 @@ class Database:
             self._reader = None
 
     @property
+    def write_queue_depth(self) -> int:
+        """Writes waiting for the writer thread (the metrics show it)."""
+        return self._queue.qsize()
+
+    @property
     def reader(self) -> sqlite3.Connection:
         """The read connection (use on the event loop's thread)."""
         assert self._reader is not None, "database is open"

@@ -288,14 +288,17 @@ class Syncer:
                 await self._round()
             except SyncError:
                 self.ctx.online = False
+                self.ctx.metrics.sync_round(complete=False)
                 raise
             except Exception as exc:
                 # A fault of ours (or a database error): the round failed like any other, and
                 # the loop goes on; letting it escape would end the sync task for good.
                 self.ctx.online = False
+                self.ctx.metrics.sync_round(complete=False)
                 log.exception("sync round failed unexpectedly")
                 raise SyncError(f"unexpected failure: {type(exc).__name__}: {exc}") from exc
             self.ctx.online = True
+            self.ctx.metrics.sync_round(complete=True)
             self.rounds_completed += 1
 
     async def _round(self) -> None:
@@ -609,6 +612,7 @@ class Syncer:
             checkpoint = max(checkpoint, result.checkpoint)
             rejected = [r for r in result.results if r.status == "rejected"]
             for item in rejected:
+                ctx.metrics.op_rejected(item.reason)
                 log.warning(
                     "operation %d rejected by the central server: %s", item.seq, item.reason
                 )

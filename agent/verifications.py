@@ -101,6 +101,7 @@ class Verifications:
         try:
             code = await self.provider.send_code(phone10, code, request.purpose, verification_id)
         except ProviderError as exc:
+            ctx.metrics.provider_failed(self.provider.name, exc.reason)
             code_for = (
                 ErrorCode.PROVIDER_NO_BALANCE
                 if exc.reason == "no_balance"

@@ -16,6 +16,7 @@ from agent.phonekey import PhoneHasher
 from central import feed, schema
 from central.authorize import authorize
 from central.db import Database, head_cursor
+from central.metrics import METRICS_KEY
 from central.program import current_settings
 from central.snapshot import card_lines
 from central.stores import Store, authenticate, end_token_overlap, note_greeting
@@ -190,7 +191,12 @@ async def upload_batch(request: web.Request) -> web.Response:
         else (await parse_body(request, UploadRequest)).ops
     )
     result = await upload(
-        request.app[DB_KEY], store.store_id, ops, now(), request.app[PHONE_HASHER_KEY]
+        request.app[DB_KEY],
+        store.store_id,
+        ops,
+        now(),
+        request.app[PHONE_HASHER_KEY],
+        metrics=request.app.get(METRICS_KEY),
     )
     if v1:
         return model_response(

@@ -27,6 +27,13 @@ from central.config import CentralConfig
 from central.db import Database, migrate
 from central.expiry import expire
 from central.login_limits import InFlight, KnownBlocks, LoginPolicy, RefusalPauses
+from central.metrics import METRICS_KEY, CentralMetrics
+from central.metrics_web import (
+    CENTRAL_CONFIG_KEY,
+    METRICS_PATH,
+    metrics_endpoint,
+    metrics_middleware,
+)
 from central.office_api import GUARD_KEY, OfficeGuard, add_office_routes, office_middleware
 from central.passwords import PasswordHashing, default_threads
 from central.phones import load_phone_key
@@ -56,13 +63,21 @@ async def health(request: web.Request) -> web.Response:
 def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Application:
     """The central server: sync endpoints for stores, and the daily expiry."""
     app = web.Application(
-        middlewares=[error_middleware, store_auth_middleware, office_middleware],
+        middlewares=[
+            metrics_middleware,
+            error_middleware,
+            store_auth_middleware,
+            office_middleware,
+        ],
         client_max_size=config.request_body_bytes_max,
     )
+    app[CENTRAL_CONFIG_KEY] = config
+    app[METRICS_KEY] = CentralMetrics()
     app[REQUEST_TIMEOUT_KEY] = lambda: 120.0
     app[STREAMING_PATHS_KEY] = frozenset({"/sync/v1/snapshot", "/admin/v1/journal.csv"})
     app[AUTH_HOLD_KEY] = config.authorization_hold_s
     app.router.add_get("/health", health)
+    app.router.add_get(METRICS_PATH, metrics_endpoint)
     add_sync_routes(app)
     add_office_routes(app)
     policy = LoginPolicy.from_config(config)

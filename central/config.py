@@ -13,6 +13,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -96,6 +97,21 @@ class CentralConfig(BaseModel):
     def phone_hash_params(self) -> PhoneHashParams:
         """The cost of the phone hashes this server makes."""
         return PhoneHashParams(self.phone_hash_memory_kib, self.phone_hash_time_cost)
+
+    metrics_token: SecretStr = Field(
+        SecretStr(""),
+        description=(
+            "Bearer token that lets a client read GET /metrics from anywhere; empty = only "
+            "clients on this machine (metrics_loopback)."
+        ),
+    )
+    metrics_loopback: bool = Field(
+        True,
+        description=(
+            "Clients on this machine (a loopback peer, no X-Forwarded-For) may read GET "
+            "/metrics without the token."
+        ),
+    )
 
     trusted_proxies: list[str] = Field(
         default_factory=list,

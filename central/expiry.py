@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from datetime import date, datetime
 
 import sqlalchemy as sa
@@ -11,6 +12,7 @@ from central import schema
 from central.bulk import one_of
 from central.db import Database, next_cursor
 from central.ledger import LedgerTx, TxRow, allocations_json
+from central.metrics import record_expiry_run
 from shared.lots import burn_expired
 
 log = logging.getLogger(__name__)
@@ -22,9 +24,11 @@ EXPIRY_CARDS_PER_TX = 2000
 async def expire(db: Database, as_of: date, now: datetime) -> tuple[int, int]:
     """Burn every lot whose last day is before ``as_of``; returns (cards, kopecks burned).
 
-    Running it again for the same day burns nothing more.
+    Running it again for the same day burns nothing more.  The run is recorded (when it
+    ended, how long it took, what it burned) for the metrics of every instance.
     """
-    cards_done = burned_total = 0
+    started_s = time.monotonic()
+    cards_done = burned_total = lots_done = 0
     after = ""
     while True:
         async with db.read() as conn:
@@ -67,6 +71,7 @@ async def expire(db: Database, as_of: date, now: datetime) -> tuple[int, int]:
                     )
                     cards_done += 1
                     burned_total += amount
+                    lots_done += sum(1 for a in burned if a.amount_kop)
             await tx.flush()
         after = numbers[-1]
     async with db.write() as conn:
@@ -87,5 +92,6 @@ async def expire(db: Database, as_of: date, now: datetime) -> tuple[int, int]:
                 .where(one_of(schema.cards.c.number, touched, conn.dialect))
                 .values(cursor=cursor)
             )
+        await record_expiry_run(conn, started_s, lots_done, cards_done)
     log.info("expiry as of %s: %d cards, %d kopecks burned", as_of, cards_done, burned_total)
     return cards_done, burned_total

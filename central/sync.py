@@ -18,6 +18,7 @@ from central.apply import ApplyContext, apply_op, load_for_batch, write_receipts
 from central.bulk import insert_rows, one_of
 from central.db import Database, head_cursor
 from central.ledger import LedgerTx
+from central.metrics import CentralMetrics
 from central.program import settings_book
 from shared.errors import BonusError, ErrorCode
 from shared.journal import Registration
@@ -48,7 +49,13 @@ async def phone_key(db: Database) -> bytes:
 
 
 async def upload(
-    db: Database, store_id: str, batch: list[Op], now: datetime, hasher: PhoneHasher
+    db: Database,
+    store_id: str,
+    batch: list[Op],
+    now: datetime,
+    hasher: PhoneHasher,
+    *,
+    metrics: CentralMetrics | None = None,
 ) -> UploadResponse:
     """Apply a batch exactly once and acknowledge exactly the batch.
 
@@ -56,6 +63,7 @@ async def upload(
     its original result and is never applied again; a gap is refused; a sequence number already
     used by another operation is a conflict. Only a prefix of the batch is applied when it
     carries more than ``REGISTRATIONS_PER_BATCH_MAX`` registrations; ``acked_seq`` says how far.
+    The operations applied for the first time are counted in ``metrics`` once committed.
     """
     ops = sorted(batch, key=lambda op: op.seq)
     for previous, following in itertools.pairwise(ops):
@@ -128,6 +136,7 @@ async def upload(
             )
         results = dict(originals)
         checkpoint = 0
+        fresh_results: list[OpResult] = []
         if fresh:
             book = await settings_book(conn, db.settings_cache)
             tx = LedgerTx(conn, now, lock=not db.sqlite)
@@ -189,12 +198,15 @@ async def upload(
         # Exactly what the batch covered, never beyond: the store may hold operations after it
         # that the central server has not seen (``last_applied`` can be ahead of this batch when
         # the store's journal was restored and its numbers were used before).
-        return UploadResponse(
+        response = UploadResponse(
             acked_seq=ops[-1].seq,
             results=[results[op.op_id] for op in ops],
             checkpoint=checkpoint,
             server_time=now,
         )
+    if metrics is not None:
+        metrics.count_results((op.kind for op in fresh), fresh_results)
+    return response
 
 
 async def _original_results(

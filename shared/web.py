@@ -28,6 +28,8 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 REQUEST_TIMEOUT_KEY: web.AppKey[Callable[[], float]] = web.AppKey("request_timeout_s")
 #: Paths that stream their answer and are not bound by the whole-request timeout.
 STREAMING_PATHS_KEY = web.AppKey("streaming_paths", frozenset)
+#: The stable code an error answer carries, for the metrics to count it by.
+ERROR_CODE_KEY = web.ResponseKey("error_code", str)
 
 _HTTP_CODES = {
     404: ErrorCode.NOT_FOUND,
@@ -54,7 +56,9 @@ def model_response(model: BaseModel, status: int = 200) -> web.Response:
 
 def error_response(error: BonusError) -> web.Response:
     """An expected failure in the one error shape."""
-    return json_response(error.to_body(), status=error.http_status)
+    response = json_response(error.to_body(), status=error.http_status)
+    response[ERROR_CODE_KEY] = str(error.code)
+    return response
 
 
 def validation_details(exc: ValidationError) -> dict[str, Any]:

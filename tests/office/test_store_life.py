@@ -21,6 +21,7 @@ from shared.protocol import (
     STORE_STATE_HEADER,
     Op,
 )
+from tests.metrics_text import samples, value
 from tests.office.conftest import Office, assert_error
 
 
@@ -120,6 +121,10 @@ async def test_a_closing_store_drains_then_is_closed_for_good(office: Office) ->
     assert (status, state) == (200, "closing")
     row = await _listed(office)
     assert (row["state"], row["backlog"]) == ("closing", 3)
+    scraped = samples(await (await office.client.get("/metrics")).text())
+    assert value(scraped, "bonus_central_store_backlog_operations", store_id="store-9") == 3
+    assert value(scraped, "bonus_central_store_state", store_id="store-9", state="closing") == 1
+    assert value(scraped, "bonus_central_store_state", store_id="store-9", state="active") == 0
     # Uploads go on while it drains.
     status, answer, state = await _sync(
         office, "POST", "/sync/v1/upload", token, body={"ops": _registrations(3)}
