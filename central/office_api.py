@@ -20,15 +20,7 @@ from central import login_limits, schema
 from central.annulment import annul_receipt
 from central.api import DB_KEY
 from central.audit_refusals import RefusalCounter
-from central.campaigns import (
-    CAMPAIGN_ID_CHARS_MAX,
-    campaign_cards,
-    cancel_campaign,
-    cancel_zeroing,
-    list_campaigns,
-    run_campaign,
-    run_zeroing,
-)
+from central.campaigns import CAMPAIGN_ID_CHARS_MAX, campaign_cards, cancel_campaign, run_campaign
 from central.cards_office import CARDS_PAGE_MAX, card_page, search_cards
 from central.client_address import IPNetwork, client_address
 from central.journal import (
@@ -39,6 +31,7 @@ from central.journal import (
     journal_page,
 )
 from central.login_limits import InFlight, KnownBlocks, LoginPolicy, RefusalPauses
+from central.office_ops import list_campaigns
 from central.passwords import HashingBusy, PasswordHashing
 from central.program import current_settings, set_settings
 from central.selection import CardFilter, Selection
@@ -62,6 +55,7 @@ from central.stores import (
     list_stores,
     rotate_token,
 )
+from central.zeroings import cancel_zeroing, run_zeroing
 from shared.amounts import AmountIn, DayIn
 from shared.errors import BonusError, ErrorCode
 from shared.lots import local_date

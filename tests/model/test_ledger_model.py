@@ -51,9 +51,10 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from central.campaigns import cancel_campaign, cancel_zeroing, run_campaign, run_zeroing
+from central.campaigns import cancel_campaign, run_campaign
 from central.expiry import expire
 from central.selection import CardFilter, Selection
+from central.zeroings import cancel_zeroing, run_zeroing
 from shared.receipts import Line, calculate
 from shared.settings import ProgramSettings
 from tests.model.harness import System, kop, roubles

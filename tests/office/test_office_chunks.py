@@ -10,7 +10,7 @@ from datetime import UTC, date, datetime
 import pytest
 import sqlalchemy as sa
 
-from central import campaigns, schema
+from central import campaigns, office_ops, schema
 from central.campaigns import carry_on
 from central.db import next_cursor
 from tests.honest import honest_sale
@@ -46,7 +46,7 @@ async def _credited(office: Office, campaign_id: str) -> dict[str, int]:
 @pytest.fixture(autouse=True)
 def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("CHUNK_CARDS", "CHUNK_CARDS_MIN", "CHUNK_CARDS_MAX"):
-        monkeypatch.setattr(campaigns, name, 7)
+        monkeypatch.setattr(office_ops, name, 7)
 
 
 async def test_a_campaign_in_chunks_credits_every_card_once(office: Office) -> None:
@@ -71,14 +71,14 @@ async def test_a_stores_upload_goes_through_while_a_campaign_runs(office: Office
     await store.register("7100000000017", "9160000001")
     await _ledger_cards(office, CARDS)
     started = asyncio.Event()
-    carry = campaigns._credit_set
+    carry = campaigns.credit_set
 
     async def slow_chunk(*args: object, **kwargs: object) -> tuple[int, int]:
         started.set()
         await asyncio.sleep(0.05)  # a chunk of a big campaign takes a while
         return await carry(*args, **kwargs)  # type: ignore[arg-type]
 
-    campaigns._credit_set = slow_chunk  # type: ignore[assignment]
+    campaigns.credit_set = slow_chunk  # type: ignore[assignment]
     try:
         campaign = asyncio.create_task(
             office.ok(
@@ -103,7 +103,7 @@ async def test_a_stores_upload_goes_through_while_a_campaign_runs(office: Office
         assert state == "running"  # the sale did not wait for the whole campaign
         result = await campaign
     finally:
-        campaigns._credit_set = carry  # type: ignore[assignment]
+        campaigns.credit_set = carry  # type: ignore[assignment]
     assert result["cards"] == 60
     await office.check()
 
@@ -114,7 +114,7 @@ async def test_an_operation_stopped_half_way_is_carried_on_without_doubling(
     await office.user()
     await _ledger_cards(office, CARDS)
     calls = 0
-    carry = campaigns._credit_set
+    carry = campaigns.credit_set
 
     async def dies_on_the_third(*args: object, **kwargs: object) -> tuple[int, int]:
         nonlocal calls
@@ -123,7 +123,7 @@ async def test_an_operation_stopped_half_way_is_carried_on_without_doubling(
             raise ConnectionError("the server went down")
         return await carry(*args, **kwargs)  # type: ignore[arg-type]
 
-    campaigns._credit_set = dies_on_the_third  # type: ignore[assignment]
+    campaigns.credit_set = dies_on_the_third  # type: ignore[assignment]
     try:
         status, _ = await office.call(
             "POST",
@@ -131,7 +131,7 @@ async def test_an_operation_stopped_half_way_is_carried_on_without_doubling(
             {"campaign_id": "cut", "amount": "1", "note": "всем", "selection": {"cards": CARDS}},
         )
     finally:
-        campaigns._credit_set = carry  # type: ignore[assignment]
+        campaigns.credit_set = carry  # type: ignore[assignment]
     assert status == 500  # the request failed; two chunks (14 cards) are in the ledger
     assert len(await _credited(office, "cut")) == 14
     listing = await office.ok("GET", "/admin/v1/campaigns")
@@ -216,6 +216,6 @@ async def test_a_filtered_campaign_in_chunks_credits_exactly_the_cards_it_means(
 def test_a_chunk_is_sized_from_how_long_the_last_took(
     monkeypatch: pytest.MonkeyPatch, size: int, elapsed_s: float, expected: int
 ) -> None:
-    monkeypatch.setattr(campaigns, "CHUNK_CARDS_MIN", 100)
-    monkeypatch.setattr(campaigns, "CHUNK_CARDS_MAX", 20_000)
-    assert campaigns._next_size(size, elapsed_s) == expected
+    monkeypatch.setattr(office_ops, "CHUNK_CARDS_MIN", 100)
+    monkeypatch.setattr(office_ops, "CHUNK_CARDS_MAX", 20_000)
+    assert office_ops.next_size(size, elapsed_s) == expected
