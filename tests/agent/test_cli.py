@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,13 @@ def test_the_configuration_file_may_come_before_or_after_the_command(
     code = main([*args, "check-config"] if where == "before" else ["check-config", *args])
     assert code == 0
     assert json.loads(capsys.readouterr().out)["store_id"] == "apteka-017"
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """``bonus-agent --version`` names the release of pyproject.toml."""
+    root = Path(__file__).resolve().parents[2]
+    release = tomllib.loads((root / "pyproject.toml").read_text("utf-8"))["project"]["version"]
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"bonus-agent {release}"
