@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import zlib
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from shared import protocol_v1
 from shared.errors import BonusError, ErrorCode
 from shared.lots import local_date
 from shared.protocol import (
+    AGENT_HEADER,
     CHANGES_PAGE_MAX,
     PROTOCOL_HEADER,
     PROTOCOL_MAX,
@@ -55,6 +57,8 @@ PROTOCOL_KEY = web.RequestKey("protocol", int)
 AUTH_HOLD_KEY = web.AppKey("authorization_hold_s", int)
 #: gzip level of the snapshot: 1 costs half of 6 for a quarter more bytes (bench/README.md).
 SNAPSHOT_GZIP_LEVEL = 1
+
+log = logging.getLogger(__name__)
 
 
 def now() -> datetime:
@@ -119,6 +123,13 @@ def _current_protocol_only(request: web.Request) -> None:
 
 async def hello(request: web.Request) -> web.Response:
     store = request[STORE_KEY]
+    # Which release the store runs (optional: agents before 0.2.0 do not say).
+    log.debug(
+        "hello from store %s: %s, protocol %s",
+        store.store_id,
+        request.headers.get(AGENT_HEADER, "unknown agent"),
+        request[PROTOCOL_KEY],
+    )
     async with request.app[DB_KEY].read() as conn:
         head = await head_cursor(conn)
     if request[PROTOCOL_KEY] == protocol_v1.VERSION:

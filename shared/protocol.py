@@ -25,6 +25,9 @@ PROTOCOL_MIN: Final = 1
 PROTOCOL_MAX: Final = 2
 PROTOCOL_HEADER: Final = "X-Bonus-Protocol"
 STORE_HEADER: Final = "X-Store-Id"
+#: The agent's release, ``bonus-agent/0.2.0`` (optional: earlier agents send aiohttp's own).
+AGENT_HEADER: Final = "User-Agent"
+AGENT_PRODUCT: Final = "bonus-agent"
 
 #: Limits of one upload batch.
 UPLOAD_OPS_MAX: Final = 1000
