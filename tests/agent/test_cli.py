@@ -33,3 +33,16 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"bonus-agent {release}"
+
+
+def test_backup_of_a_missing_journal_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run where there is no journal (another directory, a wrong ``data_dir``), ``backup`` says so
+    and makes neither an empty database nor a backup of one."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BONUS_AGENT_DATA_DIR", raising=False)
+    code = main(["backup", str(tmp_path / "copy.sqlite3")])
+    assert code == 1
+    assert "no agent database at var/agent/agent.sqlite3" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
