@@ -91,9 +91,6 @@ def create_app(
 
             tasks.append(asyncio.create_task(watch_config(app, config_path), name="config-watch"))
         await ctx.record_high_water()
-        log.info(
-            "store %s agent ready on %s:%s", config.store_id, config.listen_host, config.listen_port
-        )
         try:
             yield
         finally:

@@ -25,6 +25,7 @@ from agent.config import AgentConfig, ConfigError, load_config
 from agent.logs import setup_logging
 from agent.notify import SystemdNotifier, watchdog_interval_s, watchdog_loop
 from agent.routes import CTX_KEY
+from agent.version import package_version
 
 log = logging.getLogger("agent")
 
@@ -52,13 +53,27 @@ def tune_for_latency() -> None:
     gc.freeze()
 
 
-async def serve(config: AgentConfig, config_path: Path | None) -> None:
-    """Run until SIGTERM or SIGINT, telling systemd when ready and while healthy."""
+async def serve(config: AgentConfig, config_path: Path | None) -> int:
+    """Run until SIGTERM or SIGINT, telling systemd when ready and while healthy; 1 when the
+    port cannot be had (nothing says "ready" then)."""
     app = create_app(config, config_path=config_path)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error(
+            "cannot listen on %s:%s: %s",
+            config.listen_host,
+            config.listen_port,
+            exc.strerror or exc,
+        )
+        await runner.cleanup()
+        return 1
+    log.info(
+        "store %s agent ready on %s:%s", config.store_id, config.listen_host, config.listen_port
+    )
     tune_for_latency()
     notifier = SystemdNotifier()
     stop = asyncio.Event()
@@ -92,6 +107,7 @@ async def serve(config: AgentConfig, config_path: Path | None) -> None:
                 await watchdog
         await runner.cleanup()
         notifier.close()
+    return 0
 
 
 def status(config: AgentConfig, as_json: bool) -> int:
@@ -167,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bonus-agent``."""
     parser = argparse.ArgumentParser(prog="bonus-agent", description="Pharmacy bonus store agent")
     parser.add_argument("--config", help="TOML configuration file (or BONUS_AGENT_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     # Also after the command, as the systemd unit writes it (``bonus-agent serve --config …``).
     after = argparse.ArgumentParser(add_help=False)
     after.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -203,11 +220,10 @@ def main(argv: list[str] | None = None) -> int:
             # Held while serving: a restore refuses to replace the database under a running
             # agent, and a second agent refuses to serve the same journal.
             with service_lock(config.db_path):
-                asyncio.run(serve(config, config_path))
+                return asyncio.run(serve(config, config_path))
         except ServiceRunning as exc:
             log.error("%s", exc)
             return 1
-        return 0
     if args.command == "status":
         return status(config, args.json)
     if args.command in ("backup", "restore"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +35,7 @@ from agent.models import (
 )
 from agent.operations import Operations
 from agent.verifications import Verifications
+from agent.version import package_version
 from shared.errors import BonusError, ErrorCode
 from shared.web import model_response
 
@@ -63,10 +63,7 @@ class Endpoint:
 
 
 def _version() -> str:
-    try:
-        return importlib.metadata.version("pharmacy-bonus")
-    except importlib.metadata.PackageNotFoundError:
-        return "0+unknown"
+    return package_version()
 
 
 async def status(request: web.Request) -> web.Response:

@@ -34,7 +34,10 @@ from agent.bootstrap import (
 )
 from agent.context import AgentContext
 from agent.replica import apply_card_states
+from agent.version import package_version
 from shared.protocol import (
+    AGENT_HEADER,
+    AGENT_PRODUCT,
     JOURNAL_HEAD_HEADER,
     PROTOCOL_HEADER,
     PROTOCOL_VERSION,
@@ -117,6 +120,7 @@ class CentralClient:
             "Authorization": f"Bearer {config.central_token.get_secret_value()}",
             STORE_HEADER: config.store_id,
             PROTOCOL_HEADER: str(PROTOCOL_VERSION),
+            AGENT_HEADER: f"{AGENT_PRODUCT}/{package_version()}",
         }
 
     def _url(self, path: str) -> str:

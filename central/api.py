@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import zlib
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from shared import protocol_v1
 from shared.errors import BonusError, ErrorCode
 from shared.lots import local_date
 from shared.protocol import (
+    AGENT_HEADER,
     CHANGES_PAGE_MAX,
     JOURNAL_HEAD_HEADER,
     PROTOCOL_HEADER,
@@ -58,6 +60,8 @@ PROTOCOL_KEY = web.RequestKey("protocol", int)
 AUTH_HOLD_KEY = web.AppKey("authorization_hold_s", int)
 #: gzip level of the snapshot: 1 costs half of 6 for a quarter more bytes (bench/README.md).
 SNAPSHOT_GZIP_LEVEL = 1
+
+log = logging.getLogger(__name__)
 
 
 def now() -> datetime:
@@ -150,6 +154,13 @@ _SEQ = re.compile(r"[0-9]{1,18}")
 
 async def hello(request: web.Request) -> web.Response:
     store = request[STORE_KEY]
+    # Which release the store runs (optional: agents before 0.2.0 do not say).
+    log.debug(
+        "hello from store %s: %s, protocol %s",
+        store.store_id,
+        request.headers.get(AGENT_HEADER, "unknown agent"),
+        request[PROTOCOL_KEY],
+    )
     journal_head = _journal_head(request)
     if journal_head is not None or store.state == "closing":
         async with request.app[DB_KEY].write() as conn:

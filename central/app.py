@@ -119,7 +119,6 @@ def create_app(config: CentralConfig, *, run_expiry: bool = True) -> web.Applica
         if run_expiry:
             tasks.append(asyncio.create_task(_daily_expiry(db, config.expiry_hour), name="expiry"))
             tasks.append(asyncio.create_task(_carry_on_office(db), name="office-carry-on"))
-        log.info("central server ready on %s:%s", config.listen_host, config.listen_port)
         try:
             yield
         finally:

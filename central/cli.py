@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from agent.logs import setup_logging
 from agent.notify import SystemdNotifier
 from agent.phonekey import PhoneHasher
+from agent.version import package_version
 from central import stores
 from central.app import create_app
 from central.config import CentralConfig, ConfigError, load_config
@@ -29,6 +30,7 @@ from central.expiry import expire
 from central.invariants import check_invariants
 from central.phones import RehashProgress, count_stale, load_phone_key, rehash
 from central.program import current_settings, set_settings
+from central.schema_check import DatabaseRefused, masked_url, require_schema
 from central.staff import Permission, StaffExists, add_staff, hash_password
 from central.workers import supervise
 from shared.lots import local_date
@@ -43,7 +45,9 @@ def _sqlite_dir(config: CentralConfig) -> None:
 
 
 async def _with_db(config: CentralConfig, work: Callable[[Database], Awaitable[int]]) -> int:
-    _sqlite_dir(config)
+    """Run ``work`` on a database that has the schema (``DatabaseRefused`` otherwise), brought to
+    this release's revision first."""
+    await require_schema(config.database_url)
     db = Database(config.database_url)
     try:
         await migrate(db.engine)
@@ -52,19 +56,33 @@ async def _with_db(config: CentralConfig, work: Callable[[Database], Awaitable[i
         await db.close()
 
 
-async def serve(config: CentralConfig, worker: int | None = None) -> None:
-    """Run until SIGTERM or SIGINT: the server, or worker ``worker`` of several (``workers``)."""
-    _sqlite_dir(config)
+async def serve(config: CentralConfig, worker: int | None = None) -> int:
+    """Run until SIGTERM or SIGINT: the server, or worker ``worker`` of several (``workers``).
+
+    Returns the exit code: 1 when the port cannot be had (nothing says "ready" then).
+    """
     app = create_app(config, run_expiry=worker in (None, 0))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(
+    site = web.TCPSite(
         runner,
         config.listen_host,
         config.listen_port,
         reuse_address=True,
         reuse_port=worker is not None,
-    ).start()
+    )
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error(
+            "cannot listen on %s:%s: %s",
+            config.listen_host,
+            config.listen_port,
+            exc.strerror or exc,
+        )
+        await runner.cleanup()
+        return 1
+    log.info("central server ready on %s:%s", config.listen_host, config.listen_port)
     notifier = SystemdNotifier()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -77,16 +95,47 @@ async def serve(config: CentralConfig, worker: int | None = None) -> None:
         notifier.stopping()
         await runner.cleanup()
         notifier.close()
+    return 0
 
 
 def _serve_worker(config: CentralConfig, index: int) -> None:
     """One of several server processes (``central.workers``)."""
     setup_logging(config.log_level, as_json=config.log_json)
-    asyncio.run(serve(config, worker=index))
+    sys.exit(asyncio.run(serve(config, worker=index)))
+
+
+async def _upgrade_only(config: CentralConfig) -> None:
+    # ``serve`` with workers: the schema exists (checked), the supervisor upgrades it once.
+    db = Database(config.database_url)
+    try:
+        await migrate(db.engine)
+    finally:
+        await db.close()
 
 
 def _migrate_now(config: CentralConfig) -> None:
-    asyncio.run(_with_db(config, lambda db: _done("schema is up to date")))
+    asyncio.run(_upgrade_only(config))
+
+
+async def _migrate(config: CentralConfig) -> int:
+    """``migrate``: the one command that may create the database; says what it did."""
+    _sqlite_dir(config)
+    db = Database(config.database_url)
+    try:
+        before, after = await migrate(db.engine)
+    finally:
+        await db.close()
+    print(describe_migration(masked_url(config.database_url), before, after))
+    return 0
+
+
+def describe_migration(database: str, before: str | None, after: str | None) -> str:
+    """What ``migrate`` did, from which revision to which."""
+    if before is None:
+        return f"created the schema at revision {after} in {database}"
+    if before == after:
+        return f"{database} is already at revision {after}: nothing to do"
+    return f"upgraded {database} from revision {before} to {after}"
 
 
 def _parse_value(text: str) -> Any:
@@ -102,18 +151,28 @@ def main(argv: list[str] | None = None) -> int:
         prog="bonus-central", description="Pharmacy bonus central server"
     )
     parser.add_argument("--config", help="TOML configuration file (or BONUS_CENTRAL_CONFIG)")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
+    # Also after the command, as the systemd unit writes it (``bonus-central serve --config …``).
+    after = argparse.ArgumentParser(add_help=False)
+    after.add_argument("--config", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    def command(group: Any, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = group.add_parser(name, parents=[after], **kwargs)
+        return parser
+
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="serve stores (and run the daily expiry)")
-    commands.add_parser("migrate", help="create or upgrade the database schema")
-    store = commands.add_parser("store", help="the registry of stores")
+    command(commands, "serve", help="serve stores (and run the daily expiry)")
+    command(commands, "migrate", help="create or upgrade the database schema")
+    store = command(commands, "store", help="the registry of stores")
     store_commands = store.add_subparsers(dest="store_command", required=True)
-    add = store_commands.add_parser("add", help="register a store and print its token once")
+    add = command(store_commands, "add", help="register a store and print its token once")
     add.add_argument("store_id")
     add.add_argument("--name", required=True)
     add.add_argument("--address")
     add.add_argument("--opening-hours")
     add.add_argument("--phone")
-    rotate = store_commands.add_parser(
+    rotate = command(
+        store_commands,
         "rotate-token",
         help="give a store a new token; the old one works until the store uses the new one",
     )
@@ -130,38 +189,42 @@ def main(argv: list[str] | None = None) -> int:
         ("enable", "let a disabled store sync again"),
         ("close", "close a store for good once it has uploaded everything it holds"),
     ):
-        change = store_commands.add_parser(name, help=text)
+        change = command(store_commands, name, help=text)
         change.add_argument("store_id")
         change.add_argument("--reason", help="why (shown in the store list)")
-    store_commands.add_parser("list", help="stores, their state, backlog and last sync")
-    expire_parser = commands.add_parser("expire", help="burn expired points now")
+    command(store_commands, "list", help="stores, their state, backlog and last sync")
+    expire_parser = command(commands, "expire", help="burn expired points now")
     expire_parser.add_argument(
         "--as-of", type=date.fromisoformat, help="YYYY-MM-DD (default today)"
     )
-    settings = commands.add_parser("settings", help="program settings")
+    settings = command(commands, "settings", help="program settings")
     settings_commands = settings.add_subparsers(dest="settings_command", required=True)
-    settings_commands.add_parser("show", help="the settings in force")
-    set_parser = settings_commands.add_parser("set", help="a new settings version: KEY=VALUE …")
+    command(settings_commands, "show", help="the settings in force")
+    set_parser = command(settings_commands, "set", help="a new settings version: KEY=VALUE …")
     set_parser.add_argument("assignments", nargs="+", metavar="KEY=VALUE")
-    commands.add_parser("check", help="check the ledger's invariants")
-    phone_key = commands.add_parser("phone-key", help="the chain's key of phone hashes")
+    command(commands, "check", help="check the ledger's invariants")
+    phone_key = command(commands, "phone-key", help="the chain's key of phone hashes")
     phone_key_commands = phone_key.add_subparsers(dest="phone_key_command", required=True)
-    export = phone_key_commands.add_parser(
-        "export", help="write the key file a store's installer puts at the store"
+    export = command(
+        phone_key_commands,
+        "export",
+        help="write the key file a store's installer puts at the store",
     )
     export.add_argument("path", help="the file to write (mode 0600), or - for standard output")
     export.add_argument("--force", action="store_true", help="replace an existing file")
-    phones = commands.add_parser("phones", help="the cards' phone hashes")
+    phones = command(commands, "phones", help="the cards' phone hashes")
     phones_commands = phones.add_subparsers(dest="phones_command", required=True)
-    rehash_parser = phones_commands.add_parser(
-        "rehash", help="hash the phones of cards made before the current key (resumable)"
+    rehash_parser = command(
+        phones_commands,
+        "rehash",
+        help="hash the phones of cards made before the current key (resumable)",
     )
     rehash_parser.add_argument(
         "--check", action="store_true", help="only count the cards still to hash"
     )
-    staff = commands.add_parser("staff", help="office accounts")
+    staff = command(commands, "staff", help="office accounts")
     staff_commands = staff.add_subparsers(dest="staff_command", required=True)
-    staff_add = staff_commands.add_parser("add", help="create an office account")
+    staff_add = command(staff_commands, "add", help="create an office account")
     staff_add.add_argument("login")
     staff_add.add_argument("--name", required=True)
     staff_add.add_argument(
@@ -182,14 +245,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     setup_logging(config.log_level, as_json=config.log_json)
     now = datetime.now(UTC)
+    if args.command == "migrate":
+        return asyncio.run(_migrate(config))
+    try:
+        return _run(config, args, now)
+    except DatabaseRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
 
+
+def _run(config: CentralConfig, args: argparse.Namespace, now: datetime) -> int:
+    """Every command but ``migrate``: on a database that has the schema."""
     if args.command == "serve":
+        # Refused before anything starts; the server then upgrades an older schema.
+        asyncio.run(require_schema(config.database_url))
         if config.workers > 1:
             return supervise(config, _serve_worker, migrate_first=_migrate_now)
-        asyncio.run(serve(config))
-        return 0
-    if args.command == "migrate":
-        return asyncio.run(_with_db(config, lambda db: _done("schema is up to date")))
+        return asyncio.run(serve(config))
     if args.command == "store":
         return asyncio.run(_with_db(config, lambda db: _store_command(db, args, now)))
     if args.command == "expire":
@@ -203,11 +275,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "phones":
         return asyncio.run(_with_db(config, lambda db: _rehash(db, config, args.check)))
     return asyncio.run(_with_db(config, _check))
-
-
-async def _done(message: str) -> int:
-    print(message)
-    return 0
 
 
 async def _store_command(db: Database, args: argparse.Namespace, now: datetime) -> int:

@@ -12,6 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -65,10 +67,36 @@ def _alembic_config(connection: sa.Connection) -> AlembicConfig:
     return config
 
 
-async def migrate(engine: AsyncEngine) -> None:
-    """Bring the schema to the newest migration (Alembic), and make the phone keys."""
+def head_revision() -> str:
+    """The newest migration of this release."""
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert head is not None, "the migrations have one head"
+    return head
+
+
+def known_revisions() -> set[str]:
+    """Every migration of this release."""
+    return {script.revision for script in ScriptDirectory(str(MIGRATIONS_DIR)).walk_revisions()}
+
+
+def current_revision(connection: sa.Connection) -> str | None:
+    """The migration a database is at; None when it has no schema."""
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+def _upgrade(connection: sa.Connection) -> tuple[str | None, str | None]:
+    before = current_revision(connection)
+    command.upgrade(_alembic_config(connection), "head")
+    return before, current_revision(connection)
+
+
+async def migrate(engine: AsyncEngine) -> tuple[str | None, str | None]:
+    """Bring the schema to the newest migration (Alembic), and make the phone keys.
+
+    Returns the revision before (None: there was no schema) and after.
+    """
     async with engine.begin() as conn:
-        await conn.run_sync(lambda sync_conn: command.upgrade(_alembic_config(sync_conn), "head"))
+        revisions = await conn.run_sync(_upgrade)
     async with engine.begin() as conn:
         # ``phone_key``: the legacy HMAC key of protocol 1, which stores were sent (kept while
         # stores of protocol 1 remain). ``phone_hash_key``: the key of the slow phone hashes,
@@ -81,6 +109,7 @@ async def migrate(engine: AsyncEngine) -> None:
                 await conn.execute(
                     schema.meta.insert().values(key=name, value=secrets.token_hex(32))
                 )
+    return revisions
 
 
 class Database:

@@ -31,6 +31,9 @@ JOURNAL_HEAD_HEADER: Final = "X-Bonus-Journal-Head"
 #: On every sync answer: the store's state at the central server (active, disabled, closing,
 #: closed); a header so that agents that do not know it are not disturbed.
 STORE_STATE_HEADER: Final = "X-Bonus-Store-State"
+#: The agent's release, ``bonus-agent/0.2.0`` (optional: earlier agents send aiohttp's own).
+AGENT_HEADER: Final = "User-Agent"
+AGENT_PRODUCT: Final = "bonus-agent"
 
 #: Limits of one upload batch.
 UPLOAD_OPS_MAX: Final = 1000

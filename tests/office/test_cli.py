@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from central import cli
 from central.app import create_app
+from central.db import Database, migrate
 from tests.phonekeys import central_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +43,12 @@ async def test_staff_add_then_log_in(
     aiohttp_client: Callable[..., Awaitable[TestClient[Any, Any]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # The account goes into a ledger ``bonus-central migrate`` made (it refuses an empty one).
+    db = Database(central_db_url)
+    try:
+        await migrate(db.engine)
+    finally:
+        await db.close()
     done = _staff_add(
         central_db_url,
         "ivanova",
