@@ -30,6 +30,7 @@ from central.invariants import check_invariants
 from central.phones import RehashProgress, count_stale, load_phone_key, rehash
 from central.program import current_settings, set_settings
 from central.staff import Permission, StaffExists, add_staff, hash_password
+from central.tls import server_ssl_context
 from central.workers import supervise
 from shared.lots import local_date
 
@@ -64,6 +65,7 @@ async def serve(config: CentralConfig, worker: int | None = None) -> None:
         config.listen_port,
         reuse_address=True,
         reuse_port=worker is not None,
+        ssl_context=server_ssl_context(config),
     ).start()
     notifier = SystemdNotifier()
     stop = asyncio.Event()
@@ -166,6 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     now = datetime.now(UTC)
 
     if args.command == "serve":
+        try:
+            server_ssl_context(config)  # unusable certificate files: refused before starting
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
         if config.workers > 1:
             return supervise(config, _serve_worker, migrate_first=_migrate_now)
         asyncio.run(serve(config))
