@@ -26,6 +26,7 @@ from agent.config import AgentConfig, ConfigError, load_config
 from agent.logs import setup_logging
 from agent.notify import SystemdNotifier, watchdog_interval_s, watchdog_loop
 from agent.routes import CTX_KEY
+from shared.failures import describe
 
 log = logging.getLogger("agent")
 
@@ -105,7 +106,7 @@ def status(config: AgentConfig, as_json: bool) -> int:
         with urllib.request.urlopen(url, timeout=5) as answer:
             body = json.load(answer)
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        print(f"agent at {url} does not answer: {exc}", file=sys.stderr)
+        print(f"agent at {url} does not answer: {describe(exc, timeout_s=5)}", file=sys.stderr)
         return 1
     if as_json:
         print(json.dumps(body, ensure_ascii=False, indent=2))

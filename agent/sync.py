@@ -283,7 +283,7 @@ class Syncer:
     async def round(self) -> None:
         """One complete round, or ``SyncError``; only one runs at a time."""
         if not self.client.configured:
-            raise SyncError("no central_token configured: this store does not sync")
+            raise SyncError("no central_token or central_url configured: this store does not sync")
         async with self._round_lock:
             try:
                 await self._round()
@@ -664,7 +664,8 @@ class Syncer:
         """Rounds forever: on schedule with jitter, retried with capped backoff after failures."""
         config = self.ctx.config
         if not self.client.configured:
-            log.warning("no central_token configured: the store serves tills but does not sync")
+            for warning in config.sync_warnings():
+                log.warning("%s; the store serves tills", warning)
         while True:
             if not self.client.configured:
                 await asyncio.sleep(TOKEN_WAIT_S)
