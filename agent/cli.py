@@ -16,6 +16,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -26,6 +27,7 @@ from agent.logs import setup_logging
 from agent.notify import SystemdNotifier, watchdog_interval_s, watchdog_loop
 from agent.routes import CTX_KEY
 from agent.version import package_version
+from shared.failures import describe
 
 log = logging.getLogger("agent")
 
@@ -120,7 +122,7 @@ def status(config: AgentConfig, as_json: bool) -> int:
         with urllib.request.urlopen(url, timeout=5) as answer:
             body = json.load(answer)
     except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-        print(f"agent at {url} does not answer: {exc}", file=sys.stderr)
+        print(f"agent at {url} does not answer: {describe(exc, timeout_s=5)}", file=sys.stderr)
         return 1
     if as_json:
         print(json.dumps(body, ensure_ascii=False, indent=2))
@@ -128,7 +130,7 @@ def status(config: AgentConfig, as_json: bool) -> int:
         refusal = body.get("redemption_refusal") or {}
         lines = [
             f"store:              {body['store_id']} (agent {body['version']})",
-            f"central server:     {'connected' if body['online'] else 'not connected'}",
+            f"central server:     {_link(body)}",
             f"last complete sync: {body['last_sync_at'] or 'never'}"
             + (f" ({body['sync_age_s']:.0f} s ago)" if body["sync_age_s"] is not None else ""),
             f"pending operations: {body['pending_ops']}",
@@ -156,6 +158,20 @@ def status(config: AgentConfig, as_json: bool) -> int:
     if not body["redemption_allowed"]:
         return 2
     return 0 if body["phone_lookup_allowed"] else 3
+
+
+def _link(body: dict[str, Any]) -> str:
+    """The central server's line of the status: connected only while the last request
+    succeeded; the last failure and its time either way."""
+    if body["online"]:
+        state = "connected"
+    else:
+        state = "unreachable" if body.get("last_central_error") else "not connected"
+    if body.get("last_central_error"):
+        state += (
+            f" (last error at {body.get('last_central_error_at')}: {body['last_central_error']})"
+        )
+    return state
 
 
 def backup_command(config: AgentConfig, command: str, path: Path) -> int:
@@ -229,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("backup", "restore"):
         return backup_command(config, args.command, args.path)
     print(config.model_dump_json(indent=2))
+    for warning in config.sync_warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -7,14 +7,18 @@ against this model.  Nested settings are overridden with a double underscore, fo
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from agent.tls import central_ssl_context
 
 ENV_PREFIX = "BONUS_AGENT_"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
@@ -98,6 +102,17 @@ class AgentConfig(BaseModel):
     central_token: SecretStr = Field(
         SecretStr(""), description="This store's secret token at the central server."
     )
+    central_ca_file: Path | None = Field(
+        None,
+        description=(
+            "CA certificates (PEM) the central server's certificate must chain to; "
+            "none = the system's trust store."
+        ),
+    )
+    allow_plain_http: bool = Field(
+        False,
+        description="Allow an http:// central_url to a non-loopback address (token and phones in clear).",
+    )
     central_timeout_s: float = Field(10.0, gt=0, le=120, description="Timeout of one sync request.")
     online_authorization_timeout_s: float = Field(
         1.5,
@@ -148,6 +163,62 @@ class AgentConfig(BaseModel):
     def db_path(self) -> Path:
         """The local journal database file."""
         return self.data_dir / "agent.sqlite3"
+
+    @model_validator(mode="after")
+    def _central_link(self) -> AgentConfig:
+        problem = central_url_problem(self.central_url, allow_plain_http=self.allow_plain_http)
+        if problem is not None:
+            raise ValueError(problem)
+        if self.central_ca_file is not None:
+            central_ssl_context(self.central_ca_file)  # CaFileError (a ValueError) when unusable
+        return self
+
+    def sync_warnings(self) -> list[str]:
+        """What keeps this configuration from syncing at all (it still serves tills)."""
+        warnings = []
+        if not self.central_token.get_secret_value():
+            warnings.append(
+                "central_token is empty: this store does not sync at all (no uploads, no card "
+                "states from other stores; redemption is refused as stale)"
+            )
+        if not self.central_url.strip():
+            warnings.append("central_url is empty: this store does not sync at all")
+        return warnings
+
+
+#: Host names that always mean this machine.
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address, IPv6 without brackets) is this machine."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def central_url_problem(url: str, *, allow_plain_http: bool) -> str | None:
+    """Why ``url`` cannot be the central server's address; None when it can (or is empty: no
+    sync, which ``sync_warnings`` reports).
+
+    Plain HTTP carries the store's token and the registrations' phones in clear, so it is
+    refused beyond this machine unless ``allow_plain_http`` says otherwise.
+    """
+    if not url.strip():
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"central_url {url!r} must be an https:// (or http://) address with a host"
+    if parts.scheme == "http" and not allow_plain_http and not is_loopback(parts.hostname):
+        return (
+            f"central_url {url!r} is plain HTTP to another machine: the store's token and "
+            "customers' phones would travel in clear. Use https:// (see docs/central.md, "
+            '"TLS"), or set allow_plain_http = true for a link that is protected otherwise'
+        )
+    return None
 
 
 #: Settings applied at run time when the file changes; every other change needs a restart.

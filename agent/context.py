@@ -72,7 +72,12 @@ class AgentContext:
     freshness: Freshness = field(default_factory=lambda: Freshness(None, None))
     quick_round: QuickRound | None = None
     central: CentralAuthorize | None = None
+    #: Whether the last request to the central server succeeded (a round's, or an
+    #: authorisation's): a timed-out authorisation makes the store "unreachable" at once.
     online: bool = False
+    #: The last failed request to the central server, and when (kept after a success).
+    last_central_error: str | None = None
+    last_central_error_at: datetime | None = None
     last_upload_error: str | None = None
     last_download_error: str | None = None
     central_clock_offset_s: float | None = None
@@ -86,6 +91,13 @@ class AgentContext:
     store_state: str = "active"
     #: What ``GET /metrics`` counts (``agent/metrics.py``).
     metrics: AgentMetrics = field(default_factory=AgentMetrics)
+
+    def note_central(self, error: str | None) -> None:
+        """The outcome of one request to the central server: None when it succeeded."""
+        self.online = error is None
+        if error is not None:
+            self.last_central_error = error
+            self.last_central_error_at = self.clock.now()
 
     async def load(self) -> None:
         """Read the settings and the sync state from the database."""

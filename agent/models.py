@@ -325,7 +325,13 @@ class TransactionsResponse(Response):
 
 class StatusResponse(Response):
     store_id: str
-    online: bool
+    online: bool = Field(
+        description="Whether the last request to the central server succeeded (connected)."
+    )
+    last_central_error: str | None = Field(
+        None, description="The last failed request to the central server: what went wrong."
+    )
+    last_central_error_at: datetime | None = Field(None, description="When it failed.")
     last_sync_at: datetime | None
     sync_age_s: float | None
     redemption_allowed: bool

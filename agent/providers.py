@@ -25,6 +25,7 @@ import aiohttp
 import yarl
 
 from agent.config import ProviderConfig
+from agent.logs import mask_phones
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,8 @@ class MessageProvider(ABC):
         self, reason: ErrorReason, detail: str, secrets: tuple[str, ...] = ()
     ) -> ProviderError:
         """Record and log a failure; return the error for the caller to raise."""
-        detail = _mask(detail, secrets)
+        # A gateway may echo its request: no secret, and no phone, in the log or the status.
+        detail = mask_phones(_mask(detail, secrets))
         self.last_error = detail
         self.last_error_reason = reason
         logger.warning("%s provider failed (%s): %s", self.name, reason, detail)

@@ -75,6 +75,8 @@ async def status(request: web.Request) -> web.Response:
     body = StatusResponse(
         store_id=ctx.config.store_id,
         online=ctx.online,
+        last_central_error=ctx.last_central_error,
+        last_central_error_at=ctx.last_central_error_at,
         last_sync_at=ctx.last_sync_at(),
         sync_age_s=None if age is None else round(age, 1),
         redemption_allowed=refusal is None,

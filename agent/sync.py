@@ -34,7 +34,9 @@ from agent.bootstrap import (
 )
 from agent.context import AgentContext
 from agent.replica import apply_card_states
+from agent.tls import central_ssl_context
 from agent.version import package_version
+from shared.failures import describe
 from shared.protocol import (
     AGENT_HEADER,
     AGENT_PRODUCT,
@@ -108,11 +110,15 @@ class CentralClient:
     def __init__(self, ctx: AgentContext, session: aiohttp.ClientSession) -> None:
         self.ctx = ctx
         self.session = session
+        #: Checks the central server's certificate (central_ca_file or the system's store); the
+        #: session's own default stays for the SMS gateways.
+        self.ssl = central_ssl_context(ctx.config.central_ca_file)
 
     @property
     def configured(self) -> bool:
-        """Whether this store has a token for the central server."""
-        return bool(self.ctx.config.central_token.get_secret_value())
+        """Whether this store has a token and an address for the central server."""
+        config = self.ctx.config
+        return bool(config.central_token.get_secret_value() and config.central_url.strip())
 
     def _headers(self) -> dict[str, str]:
         config = self.ctx.config
@@ -141,22 +147,29 @@ class CentralClient:
     async def _call(
         self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
     ) -> Any:
-        timeout = aiohttp.ClientTimeout(total=self.ctx.config.central_timeout_s)
+        limit = self.ctx.config.central_timeout_s
         try:
             async with self.session.request(
                 method,
                 self._url(path),
                 headers=self._headers() | (headers or {}),
-                timeout=timeout,
+                timeout=aiohttp.ClientTimeout(total=limit),
+                ssl=self.ssl,
                 **kwargs,
             ) as response:
                 body = await response.json(content_type=None)
                 await self._note_state(response, body)
                 if response.status >= 400:
                     raise CentralRefused(response.status, body)
-                return body
+        except CentralRefused as exc:
+            self.ctx.note_central(str(exc))
+            raise
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError) as exc:
-            raise SyncError(f"central server unreachable: {type(exc).__name__}: {exc}") from None
+            error = f"central server unreachable: {describe(exc, timeout_s=limit)}"
+            self.ctx.note_central(error)
+            raise SyncError(error) from None
+        self.ctx.note_central(None)
+        return body
 
     async def hello(self) -> Hello:
         # The journal's head tells the central server this store's backlog (and when a store
@@ -173,12 +186,13 @@ class CentralClient:
         answer in time (the caller falls back to the offline rules)."""
         if not self.configured:
             return None
-        timeout = aiohttp.ClientTimeout(total=self.ctx.config.online_authorization_timeout_s)
+        limit = self.ctx.config.online_authorization_timeout_s
         try:
             async with self.session.post(
                 self._url("/sync/v1/authorize"),
                 headers=self._headers(),
-                timeout=timeout,
+                timeout=aiohttp.ClientTimeout(total=limit),
+                ssl=self.ssl,
                 json=request.model_dump(mode="json"),
             ) as response:
                 body = await response.json(content_type=None)
@@ -187,14 +201,19 @@ class CentralClient:
                     error = CentralRefused(response.status, body)
                     if error.code in ("card_not_found",):
                         # Registered here and not yet uploaded: the central server cannot judge.
+                        self.ctx.note_central(None)
                         return None
+                    self.ctx.note_central(str(error))
                     log.warning("authorisation refused: %s", error)
                     return None
-                self.ctx.online = True
-                return AuthorizeResponse.model_validate(body)
+                answer = AuthorizeResponse.model_validate(body)
         except (aiohttp.ClientError, TimeoutError, json.JSONDecodeError, ValueError) as exc:
-            log.info("authorisation request failed: %s", type(exc).__name__)
+            reason = describe(exc, timeout_s=limit)
+            self.ctx.note_central(f"authorisation failed: {reason}")
+            log.info("authorisation request failed: %s", reason)
             return None
+        self.ctx.note_central(None)
+        return answer
 
     async def changes(self, cursor: int, card: str | None) -> ChangesResponse:
         params = {"cursor": str(cursor), "limit": str(PULL_PAGE_CARDS)}
@@ -208,12 +227,13 @@ class CentralClient:
         A stream that ends before its gzip end (a server that stopped half-way) is an error,
         never a short snapshot.
         """
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=self.ctx.config.central_timeout_s)
+        limit = self.ctx.config.central_timeout_s
         try:
             async with self.session.get(
                 self._url("/sync/v1/snapshot"),
                 headers=self._headers(),
-                timeout=timeout,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=limit),
+                ssl=self.ssl,
                 auto_decompress=False,
             ) as response:
                 if response.status >= 400:
@@ -231,7 +251,9 @@ class CentralClient:
                 if pending.strip():
                     yield [pending]
         except (aiohttp.ClientError, TimeoutError, zlib.error) as exc:
-            raise SyncError(f"snapshot failed: {type(exc).__name__}: {exc}") from None
+            error = f"snapshot failed: {describe(exc, timeout_s=limit)}"
+            self.ctx.note_central(error)
+            raise SyncError(error) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,7 +308,7 @@ class Syncer:
     async def round(self) -> None:
         """One complete round, or ``SyncError``; only one runs at a time."""
         if not self.client.configured:
-            raise SyncError("no central_token configured: this store does not sync")
+            raise SyncError("no central_token or central_url configured: this store does not sync")
         async with self._round_lock:
             try:
                 await self._round()
@@ -300,7 +322,7 @@ class Syncer:
                 self.ctx.online = False
                 self.ctx.metrics.sync_round(complete=False)
                 log.exception("sync round failed unexpectedly")
-                raise SyncError(f"unexpected failure: {type(exc).__name__}: {exc}") from exc
+                raise SyncError(f"unexpected failure: {describe(exc)}") from exc
             self.ctx.online = True
             self.ctx.metrics.sync_round(complete=True)
             self.rounds_completed += 1
@@ -658,8 +680,12 @@ class Syncer:
         try:
             async with asyncio.timeout(timeout_s):
                 await self.round()
-        except (SyncError, TimeoutError) as exc:
+        except SyncError as exc:
             log.info("quick sync round did not complete: %s", exc)
+            return False
+        except TimeoutError:
+            # Cut short: its last request (if any answered or failed) has said how the link is.
+            log.info("quick sync round did not complete: no complete round within %g s", timeout_s)
             return False
         return True
 
@@ -667,7 +693,8 @@ class Syncer:
         """Rounds forever: on schedule with jitter, retried with capped backoff after failures."""
         config = self.ctx.config
         if not self.client.configured:
-            log.warning("no central_token configured: the store serves tills but does not sync")
+            for warning in config.sync_warnings():
+                log.warning("%s; the store serves tills", warning)
         while True:
             if not self.client.configured:
                 await asyncio.sleep(TOKEN_WAIT_S)
@@ -678,9 +705,16 @@ class Syncer:
                 before_sleep=lambda state: log.warning(
                     "sync round failed (attempt %d): %s",
                     state.attempt_number,
-                    state.outcome.exception() if state.outcome else "",
+                    _outcome(state.outcome.exception() if state.outcome else None),
                 ),
             ):
                 with attempt:
                     await self.round()
             await asyncio.sleep(config.sync_interval_s + random.uniform(0, config.sync_jitter_s))
+
+
+def _outcome(exc: BaseException | None) -> str:
+    """A failed round's reason for the log: a ``SyncError`` says it all, anything else by type."""
+    if isinstance(exc, SyncError) and str(exc):
+        return str(exc)
+    return describe(exc) if exc is not None else "no exception recorded"

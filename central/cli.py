@@ -32,6 +32,7 @@ from central.phones import RehashProgress, count_stale, load_phone_key, rehash
 from central.program import current_settings, set_settings
 from central.schema_check import DatabaseRefused, masked_url, require_schema
 from central.staff import Permission, StaffExists, add_staff, hash_password
+from central.tls import server_ssl_context
 from central.workers import supervise
 from shared.lots import local_date
 
@@ -70,6 +71,7 @@ async def serve(config: CentralConfig, worker: int | None = None) -> int:
         config.listen_port,
         reuse_address=True,
         reuse_port=worker is not None,
+        ssl_context=server_ssl_context(config),
     )
     try:
         await site.start()
@@ -257,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
 def _run(config: CentralConfig, args: argparse.Namespace, now: datetime) -> int:
     """Every command but ``migrate``: on a database that has the schema."""
     if args.command == "serve":
+        try:
+            server_ssl_context(config)  # unusable certificate files: refused before starting
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
         # Refused before anything starts; the server then upgrades an older schema.
         asyncio.run(require_schema(config.database_url))
         if config.workers > 1:

@@ -45,6 +45,16 @@ class CentralConfig(BaseModel):
     )
     listen_host: str = Field("127.0.0.1", description="Address the server listens on.")
     listen_port: int = Field(8780, ge=1, le=65535, description="Port of the server.")
+    tls_cert_file: Path | None = Field(
+        None,
+        description=(
+            "Certificate chain (PEM) to serve HTTPS with, the server's certificate first; "
+            "none = plain HTTP (behind a TLS-terminating proxy, or on loopback)."
+        ),
+    )
+    tls_key_file: Path | None = Field(
+        None, description="The private key (PEM) of tls_cert_file; both or neither."
+    )
     expiry_hour: int = Field(
         1, ge=0, le=23, description="Hour of the day (program time zone) when the expiry job runs."
     )
@@ -216,6 +226,16 @@ class CentralConfig(BaseModel):
         if isinstance(value, str):
             return [item for item in value.split(",") if item.strip()]
         return value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> CentralConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        for name in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name} {path} does not exist (or is not a file)")
+        return self
 
     @model_validator(mode="after")
     def _workers_need_postgresql(self) -> CentralConfig:

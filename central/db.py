@@ -36,7 +36,12 @@ def make_engine(url: str, *, pool_size: int = 10, immediate: bool = True) -> Asy
     the others begin deferred (readers, which WAL lets run beside the writer).
     """
     if is_sqlite(url):
-        engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        # hide_parameters: a statement's error (logged with its traceback) names no phone.
+        engine = create_async_engine(
+            url,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
+            hide_parameters=True,
+        )
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -56,7 +61,12 @@ def make_engine(url: str, *, pool_size: int = 10, immediate: bool = True) -> Asy
 
         return engine
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=30
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_timeout=30,
+        hide_parameters=True,
     )
 
 

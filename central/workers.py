@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -25,6 +26,7 @@ from typing import Any
 
 from agent.notify import SystemdNotifier
 from central.config import CentralConfig
+from central.tls import scheme
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,14 @@ STOP_TIMEOUT_S = 30.0
 
 def _healthy(config: CentralConfig) -> bool:
     host = "127.0.0.1" if config.listen_host in ("0.0.0.0", "::") else config.listen_host
+    url = f"{scheme(config)}://{host}:{config.listen_port}/health"
+    # The workers' own certificate, asked for by address: whether it serves is the question here,
+    # not whom it names (the stores check that).
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(f"http://{host}:{config.listen_port}/health", timeout=2):
+        with urllib.request.urlopen(url, timeout=2, context=context):
             return True
     except (urllib.error.URLError, OSError):
         return False

@@ -17,6 +17,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from shared.errors import BonusError, ErrorCode
+from shared.failures import describe
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,10 @@ REQUEST_TIMEOUT_KEY: web.AppKey[Callable[[], float]] = web.AppKey("request_timeo
 STREAMING_PATHS_KEY = web.AppKey("streaming_paths", frozenset)
 #: The stable code an error answer carries, for the metrics to count it by.
 ERROR_CODE_KEY = web.ResponseKey("error_code", str)
+
+#: The status recorded for a request whose client went away (nginx's "client closed request");
+#: it never reaches anybody.
+CLIENT_GONE_STATUS = 499
 
 _HTTP_CODES = {
     404: ErrorCode.NOT_FOUND,
@@ -98,9 +103,26 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except TimeoutError:
         log.warning("request %s %s took too long", request.method, request.path)
         return error_response(BonusError(ErrorCode.SERVICE_BUSY, reason="timeout"))
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, ConnectionError) and _client_gone(request):
+            # The till or the store hung up (a reset, a closed socket, a cut link): nothing of
+            # ours failed and nobody is left to answer. One line, no traceback.
+            log.info(
+                "client %s went away during %s %s: %s",
+                request.remote,
+                request.method,
+                request.path,
+                describe(exc),
+            )
+            return web.Response(status=CLIENT_GONE_STATUS)
         log.exception("unexpected failure in %s %s", request.method, request.path)
         return error_response(BonusError(ErrorCode.INTERNAL_ERROR))
+
+
+def _client_gone(request: web.Request) -> bool:
+    """Whether the request's own connection is closed (not one the handler opened elsewhere)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def parse_json(raw: bytes) -> dict[str, Any]:

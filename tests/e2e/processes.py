@@ -11,6 +11,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -68,6 +69,10 @@ class ServerProcess:
         self.work_dir = work_dir
         self.port = free_port()
         self.starts = 0
+        #: ``https`` for a server that serves TLS itself; its readiness is then checked with
+        #: ``client_ssl`` (a context trusting the test's CA).
+        self.scheme = "http"
+        self.client_ssl: ssl.SSLContext | bool = True
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         work_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +80,7 @@ class ServerProcess:
     @property
     def url(self) -> str:
         """Where the server answers."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -125,7 +130,9 @@ class ServerProcess:
                         + self.log_tail()
                     )
                 try:
-                    async with session.get(self.url + self.ready_path) as response:
+                    async with session.get(
+                        self.url + self.ready_path, ssl=self.client_ssl
+                    ) as response:
                         if response.status == 200:
                             return
                 except (aiohttp.ClientError, TimeoutError):
