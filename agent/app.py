@@ -24,12 +24,12 @@ from agent.metrics import (
     metrics_middleware,
 )
 from agent.operations import Operations
-from agent.phonekey import PhoneHasher, load_phone_key
 from agent.providers import make_provider
 from agent.routes import CTX_KEY, OPS_KEY, VERIFY_KEY, add_routes
 from agent.sync import CentralClient, Syncer
 from agent.verifications import Verifications
-from shared.web import REQUEST_TIMEOUT_KEY
+from service.phonekey import PhoneHasher, load_phone_key
+from service.web import REQUEST_TIMEOUT_KEY
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,13 @@ from aiohttp import web
 
 from agent.app import create_app
 from agent.backup import BackupError, ServiceRunning, backup, restore, service_lock
-from agent.config import AgentConfig, ConfigError, load_config
-from agent.logs import setup_logging
-from agent.notify import SystemdNotifier, watchdog_interval_s, watchdog_loop
+from agent.config import AgentConfig, load_config
 from agent.routes import CTX_KEY
-from agent.version import package_version
-from shared.failures import describe
+from service.config import ConfigError
+from service.failures import describe
+from service.logs import setup_logging
+from service.notify import SystemdNotifier, watchdog_interval_s, watchdog_loop
+from service.version import package_version
 
 log = logging.getLogger("agent")
 

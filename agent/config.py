@@ -8,24 +8,19 @@ against this model.  Nested settings are overridden with a double underscore, fo
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from agent.tls import central_ssl_context
+from service.config import load_settings
 
 ENV_PREFIX = "BONUS_AGENT_"
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-
-
-class ConfigError(ValueError):
-    """A configuration file or override that cannot be used."""
 
 
 class ProviderConfig(BaseModel):
@@ -243,55 +238,10 @@ HOT_RELOADABLE = frozenset(
 )
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for name, raw in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
-            continue
-        path = name[len(ENV_PREFIX) :].lower().split("__")
-        target = overrides
-        for part in path[:-1]:
-            target = target.setdefault(part, {})
-        # JSON values (numbers, objects) are parsed; anything else is taken as a string.
-        try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        if (
-            isinstance(value, (int, float))
-            and not isinstance(value, bool)
-            and path[-1].endswith(("_token", "_password", "_login", "_id"))
-        ):
-            value = raw
-        target[path[-1]] = value
-    return overrides
-
-
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> AgentConfig:
-    """Read the TOML file (if any) and apply environment overrides; refuse anything invalid."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise ConfigError(f"configuration file {path} does not exist") from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"configuration file {path} is not valid TOML: {exc}") from exc
-    data = _merge(data, _env_overrides(os.environ if environ is None else environ))
-    try:
-        return AgentConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+    """Read the TOML file (if any) and apply environment overrides; refuse anything invalid
+    (``service/config.py`` holds the one rule of both services)."""
+    return load_settings(AgentConfig, path, os.environ if environ is None else environ, ENV_PREFIX)
 
 
 def config_diff(old: AgentConfig, new: AgentConfig) -> tuple[set[str], set[str]]:

@@ -19,7 +19,7 @@ from agent.db import Database
 from agent.freshness import SyncMark, is_fresh, sync_age_s
 from agent.metrics import AgentMetrics
 from agent.models import Refusal
-from agent.phonekey import PhoneHashBusy, PhoneHasher
+from service.phonekey import PhoneHashBusy, PhoneHasher
 from shared.errors import MESSAGES_RU, BonusError, ErrorCode
 from shared.journal import Registration
 from shared.lots import local_date

@@ -172,7 +172,7 @@ MIGRATIONS: Final[list[tuple[str, Migration]]] = [
     (
         "0005_phone_key_out_of_database",
         """
-        -- The key of the phone hashes no longer lives here (agent/phonekey.py): a copy of this
+        -- The key of the phone hashes no longer lives here (service/phonekey.py): a copy of this
         -- database must give no phone away. The hashes made with the old key go with it: that
         -- key is in every store's older backups, and with it they give the phones back in
         -- seconds. Until a new snapshot brings the new hashes, lookups by phone answer that the

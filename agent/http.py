@@ -9,9 +9,9 @@ import aiohttp
 from aiohttp import web
 
 from agent.config import AgentConfig
+from service.web import Handler, ModelT, error_middleware, json_response
+from service.web import parse_body as _parse_body
 from shared.errors import BonusError, ErrorCode
-from shared.web import Handler, ModelT, error_middleware, json_response
-from shared.web import parse_body as _parse_body
 
 __all__ = ["auth_middleware", "error_middleware", "json_response", "parse_body"]
 

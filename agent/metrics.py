@@ -20,15 +20,15 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from agent.http import CONFIG_KEY
-from shared.errors import ErrorCode
-from shared.metrics_web import (
+from service.metrics_web import (
     LATENCY_BUCKETS,
     check_metrics_access,
     metrics_response,
     route_template,
 )
+from service.web import ERROR_CODE_KEY, Handler
+from shared.errors import ErrorCode
 from shared.protocol import Rejection
-from shared.web import ERROR_CODE_KEY, Handler
 
 if TYPE_CHECKING:
     from agent.context import AgentContext

@@ -25,7 +25,7 @@ import aiohttp
 import yarl
 
 from agent.config import ProviderConfig
-from agent.logs import mask_phones
+from service.logs import mask_phones
 
 logger = logging.getLogger(__name__)
 

@@ -12,11 +12,12 @@ from pathlib import Path
 from aiohttp import web
 from watchfiles import awatch
 
-from agent.config import ConfigError, config_diff, load_config
+from agent.config import config_diff, load_config
 from agent.http import CONFIG_KEY, SESSION_KEY
-from agent.logs import setup_logging
 from agent.providers import make_provider
 from agent.routes import CTX_KEY, VERIFY_KEY
+from service.config import ConfigError
+from service.logs import setup_logging
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ from agent.models import (
 )
 from agent.operations import Operations
 from agent.verifications import Verifications
-from agent.version import package_version
+from service.version import package_version
+from service.web import model_response
 from shared.errors import BonusError, ErrorCode
-from shared.web import model_response
 
 CTX_KEY = web.AppKey("ctx", AgentContext)
 OPS_KEY = web.AppKey("operations", Operations)

@@ -35,8 +35,8 @@ from agent.bootstrap import (
 from agent.context import AgentContext
 from agent.replica import apply_card_states
 from agent.tls import central_ssl_context
-from agent.version import package_version
-from shared.failures import describe
+from service.failures import describe
+from service.version import package_version
 from shared.protocol import (
     AGENT_HEADER,
     AGENT_PRODUCT,

@@ -182,11 +182,11 @@ class TillProbe:
 
 
 #: ``--experiment long-request-timeout``: the central server's per-request time limit (120 s in
-#: ``central/app.py``, applied by ``shared.web.error_middleware`` to every request, the snapshot
+#: ``central/app.py``, applied by ``service.web.error_middleware`` to every request, the snapshot
 #: stream included) raised to an hour, to measure a bootstrap the limit would cut short.
 LONG_TIMEOUT_PREAMBLE = """
 import central.app
-from shared.web import REQUEST_TIMEOUT_KEY
+from service.web import REQUEST_TIMEOUT_KEY
 
 _create_app = central.app.create_app
 

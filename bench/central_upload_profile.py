@@ -4,7 +4,7 @@ at a time, with every phase and every SQL statement timed.
 A companion of ``central_ingest.py`` (same workload, same seeding), without HTTP and without
 concurrency so that each microsecond is attributed to one thing:
 
-- ``parse``: the request body to ``UploadRequest`` (``shared.web.parse_json`` + pydantic), as
+- ``parse``: the request body to ``UploadRequest`` (``service.web.parse_json`` + pydantic), as
   ``upload_batch`` does it;
 - the phases of ``central.sync.upload``: the store row, ``load_for_batch``, ``apply_op`` (every
   operation), ``LedgerTx.write``, ``write_receipts``, the ``store_ops`` insert,
@@ -55,16 +55,16 @@ from central_common import (
 )
 from sqlalchemy import event
 
-from agent.phonekey import PhoneHasher
 from central import apply as central_apply
 from central import ledger as central_ledger
 from central import sync as central_sync
 from central.db import Database
+from service.phonekey import PhoneHasher
+from service.web import parse_json
 from shared.lots import local_date
 from shared.phones import PhoneKey
 from shared.protocol import UploadRequest
 from shared.settings import ProgramSettings
-from shared.web import parse_json
 
 
 class Timers:

@@ -13,7 +13,6 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import ValidationError
 
-from agent.phonekey import PhoneHasher
 from central import feed, schema
 from central.authorize import authorize
 from central.db import Database, head_cursor
@@ -22,6 +21,8 @@ from central.program import current_settings
 from central.snapshot import card_lines
 from central.stores import Store, authenticate, end_token_overlap, note_greeting
 from central.sync import upload
+from service.phonekey import PhoneHasher
+from service.web import Handler, model_response, parse_body, validation_details
 from shared import protocol_v1
 from shared.errors import BonusError, ErrorCode
 from shared.lots import local_date
@@ -44,7 +45,6 @@ from shared.protocol import (
     UploadRequest,
 )
 from shared.protocol_v1 import OpResultV1, UploadRequestV1, UploadResponseV1
-from shared.web import Handler, model_response, parse_body, validation_details
 
 #: A card number is never longer.
 CARD_PARAM_MAX = 40

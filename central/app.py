@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 
-from agent.phonekey import PhoneHasher
 from central import audit_refusals, login_limits
 from central.api import (
     AUTH_HOLD_KEY,
@@ -40,8 +39,9 @@ from central.phones import load_phone_key
 from central.program import current_settings
 from central.staff import password_matches
 from central.sync import phone_key
+from service.phonekey import PhoneHasher
+from service.web import REQUEST_TIMEOUT_KEY, STREAMING_PATHS_KEY, error_middleware, json_response
 from shared.lots import local_date
-from shared.web import REQUEST_TIMEOUT_KEY, STREAMING_PATHS_KEY, error_middleware, json_response
 
 log = logging.getLogger(__name__)
 

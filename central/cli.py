@@ -18,13 +18,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from agent.logs import setup_logging
-from agent.notify import SystemdNotifier
-from agent.phonekey import PhoneHasher
-from agent.version import package_version
 from central import stores
 from central.app import create_app
-from central.config import CentralConfig, ConfigError, load_config
+from central.config import CentralConfig, load_config
 from central.db import Database, migrate
 from central.expiry import expire
 from central.invariants import check_invariants
@@ -34,6 +30,11 @@ from central.schema_check import DatabaseRefused, masked_url, require_schema
 from central.staff import Permission, StaffExists, add_staff, hash_password
 from central.tls import server_ssl_context
 from central.workers import supervise
+from service.config import ConfigError
+from service.logs import setup_logging
+from service.notify import SystemdNotifier
+from service.phonekey import PhoneHasher
+from service.version import package_version
 from shared.lots import local_date
 
 log = logging.getLogger("central")

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
-    ValidationError,
     field_validator,
     model_validator,
 )
 
+from service.config import load_settings
 from shared.phones import (
     PHONE_HASH_MEMORY_KIB_MAX,
     PHONE_HASH_MEMORY_KIB_MIN,
@@ -28,10 +27,6 @@ from shared.phones import (
 )
 
 ENV_PREFIX = "BONUS_CENTRAL_"
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used."""
 
 
 class CentralConfig(BaseModel):
@@ -245,18 +240,8 @@ class CentralConfig(BaseModel):
 
 
 def load_config(path: Path | None, environ: Mapping[str, str] | None = None) -> CentralConfig:
-    """Read the TOML file (if any) and apply environment overrides."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            raise ConfigError(f"configuration file {path}: {exc}") from exc
-    env = os.environ if environ is None else environ
-    for name, value in env.items():
-        if name.startswith(ENV_PREFIX) and name != ENV_PREFIX + "CONFIG":
-            data[name[len(ENV_PREFIX) :].lower()] = value
-    try:
-        return CentralConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {exc}") from exc
+    """Read the TOML file (if any) and apply environment overrides; refuse anything invalid
+    (``service/config.py`` holds the one rule of both services)."""
+    return load_settings(
+        CentralConfig, path, os.environ if environ is None else environ, ENV_PREFIX
+    )

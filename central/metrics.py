@@ -26,8 +26,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central import schema
 from central.db import Database
+from service.metrics_web import LATENCY_BUCKETS
 from shared.journal import OpKind
-from shared.metrics_web import LATENCY_BUCKETS
 from shared.protocol import OpResult, Rejection
 
 #: Stores listed per scrape at most (the query stays bounded); ``bonus_central_stores`` counts

@@ -10,8 +10,8 @@ from aiohttp import web
 from central.api import DB_KEY
 from central.config import CentralConfig
 from central.metrics import METRICS_KEY
-from shared.metrics_web import check_metrics_access, metrics_response, route_template
-from shared.web import Handler
+from service.metrics_web import check_metrics_access, metrics_response, route_template
+from service.web import Handler
 
 METRICS_PATH = "/metrics"
 AUTHORIZE_ROUTE = "/sync/v1/authorize"

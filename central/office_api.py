@@ -56,10 +56,10 @@ from central.stores import (
     rotate_token,
 )
 from central.zeroings import cancel_zeroing, run_zeroing
+from service.web import Handler, error_response, json_response, parse_body
 from shared.amounts import AmountIn, DayIn
 from shared.errors import BonusError, ErrorCode
 from shared.lots import local_date
-from shared.web import Handler, error_response, json_response, parse_body
 
 MEMBER_KEY = web.RequestKey("staff_member", StaffMember)
 AUDIT_KEY = web.RequestKey("audit_params", dict)

@@ -16,9 +16,9 @@ from typing import Final
 
 import sqlalchemy as sa
 
-from agent.phonekey import PhoneHasher
 from central import schema
 from central.db import Database, next_cursor
+from service.phonekey import PhoneHasher
 from shared.phones import PhoneHashParams, PhoneKey
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,6 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from agent.phonekey import PhoneHasher
 from central import schema
 from central.apply import ApplyContext, apply_op, load_for_batch, write_receipts
 from central.bulk import insert_rows, one_of
@@ -20,6 +19,7 @@ from central.db import Database, head_cursor
 from central.ledger import LedgerTx
 from central.metrics import CentralMetrics
 from central.program import settings_book
+from service.phonekey import PhoneHasher
 from shared.errors import BonusError, ErrorCode
 from shared.journal import Registration
 from shared.protocol import Op, OpResult, UploadResponse

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import ssl
 
-from central.config import CentralConfig, ConfigError
+from central.config import CentralConfig
+from service.config import ConfigError
 
 
 def server_ssl_context(config: CentralConfig) -> ssl.SSLContext | None:

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from agent.notify import SystemdNotifier
 from central.config import CentralConfig
 from central.tls import scheme
+from service.notify import SystemdNotifier
 
 log = logging.getLogger(__name__)
 

@@ -61,7 +61,7 @@ def phone_hash(phone10: str, key: bytes) -> str:
 # --- The phone hashes of card states (protocol 2) -------------------------------------------------
 #
 # A store finds a card by phone through a hash of it, and a copy of a store's database must give
-# no phone away: the key lives outside the database (``agent/phonekey.py``), and with the key the
+# no phone away: the key lives outside the database (``service/phonekey.py``), and with the key the
 # hash is still made slow and memory-hard (argon2id), so that trying the ~10^5 numbers left by the
 # last four digits a till shows costs minutes per customer, not microseconds (docs/security.md).
 

@@ -212,7 +212,7 @@ def test_readme_covers_each_unit() -> None:
 
 def test_the_agent_gets_the_phone_key_as_a_credential_from_outside_its_state() -> None:
     from agent.config import AgentConfig
-    from agent.phonekey import CREDENTIAL_NAME, NOT_INSTALLED
+    from service.phonekey import CREDENTIAL_NAME, NOT_INSTALLED
 
     service = directives((SYSTEMD_DIR / "bonus-agent.service").read_text(encoding="utf-8"))[
         "Service"

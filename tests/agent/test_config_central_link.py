@@ -10,7 +10,8 @@ import pytest
 import trustme
 
 from agent.cli import main
-from agent.config import ConfigError, load_config
+from agent.config import load_config
+from service.config import ConfigError
 
 
 def _load(**env: str) -> object:

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from agent.logs import JsonFormatter, TextFormatter, mask_phones
+from service.logs import JsonFormatter, TextFormatter, mask_phones
 
 
 @pytest.mark.parametrize(

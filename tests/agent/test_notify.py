@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.notify import SystemdNotifier, watchdog_interval_s, watchdog_loop
+from service.notify import SystemdNotifier, watchdog_interval_s, watchdog_loop
 
 
 @pytest.fixture
@@ -99,7 +99,7 @@ def test_send_errors_are_logged_once_and_never_raised(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))
-    with caplog.at_level(logging.WARNING, logger="agent.notify"), SystemdNotifier() as notifier:
+    with caplog.at_level(logging.WARNING, logger="service.notify"), SystemdNotifier() as notifier:
         assert not notifier.send("READY=1")
         notifier.watchdog()
         notifier.watchdog()
@@ -175,7 +175,7 @@ async def test_watchdog_loop_resumes_when_healthy_again(
     manager_socket: socket.socket, caplog: pytest.LogCaptureFixture
 ) -> None:
     health = ScriptedHealth([True, False, False, True])
-    with caplog.at_level(logging.INFO, logger="agent.notify"), SystemdNotifier() as notifier:
+    with caplog.at_level(logging.INFO, logger="service.notify"), SystemdNotifier() as notifier:
         await run_until_set(health.done, notifier, health)
 
     assert received(manager_socket) == ["WATCHDOG=1"] * 2

@@ -15,12 +15,12 @@ from aiohttp.test_utils import TestServer
 
 from agent.app import SYNCER_KEY
 from agent.db import MIGRATIONS, Database, _statements
-from agent.phonekey import CREDENTIAL_NAME, load_phone_key
 from agent.routes import CTX_KEY
 from central.app import create_app as create_central
 from central.db import Database as CentralDatabase
 from central.db import migrate
 from central.stores import add_store
+from service.phonekey import CREDENTIAL_NAME, load_phone_key
 from shared.phones import PhoneKey
 from tests.agent.conftest import PHONE, PHONE10, AgentFactory, assert_error
 from tests.phonekeys import central_config, new_phone_key, write_key_file

@@ -17,8 +17,8 @@ from agent.app import create_app
 from agent.clock import FakeClock
 from agent.config import ENV_PREFIX, load_config
 from agent.http import CONFIG_KEY
-from agent.logs import JsonFormatter, setup_logging
 from agent.reload import apply_config_file
+from service.logs import JsonFormatter, setup_logging
 from tests.agent.conftest import PHONE, Agent, ClientFactory, assert_error
 from tests.phonekeys import write_key_file
 

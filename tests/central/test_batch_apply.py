@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from agent.phonekey import PhoneHasher
 from central import schema
 from central.bulk import insert_rows, one_of, update_rows
 from central.db import Database
 from central.phones import load_phone_key
 from central.sync import upload
+from service.phonekey import PhoneHasher
 from shared.protocol import UploadRequest
 from tests.central.conftest import SALE_DAY, Central, StoreOps, register_store
 from tests.conftest import NewDatabase

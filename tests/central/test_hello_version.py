@@ -11,7 +11,7 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.sync import CentralClient
-from agent.version import package_version
+from service.version import package_version
 from shared.protocol import AGENT_HEADER
 from tests.central.conftest import Central
 

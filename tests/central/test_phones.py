@@ -13,13 +13,13 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from agent.phonekey import PhoneHasher, load_phone_key
 from central import cli, schema
 from central.api import PHONE_HASHER_KEY
 from central.db import Database, _alembic_config, migrate, next_cursor
 from central.phones import RehashProgress, count_stale, rehash
 from central.phones import load_phone_key as central_key
 from central.sync import REGISTRATIONS_PER_BATCH_MAX
+from service.phonekey import PhoneHasher, load_phone_key
 from tests.central.conftest import Central, StoreOps
 from tests.phonekeys import TEST_CENTRAL_ENV, TEST_PHONE_HASH
 

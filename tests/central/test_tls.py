@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import trustme
 
-from central.config import CentralConfig, ConfigError, load_config
+from central.config import CentralConfig, load_config
 from central.tls import server_ssl_context
+from service.config import ConfigError
 
 
 def _files(tmp_path: Path) -> tuple[Path, Path]:

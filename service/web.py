@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from service.failures import describe
 from shared.errors import BonusError, ErrorCode
-from shared.failures import describe
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import ssl
 
 import pytest
 
-from shared.failures import describe
+from service.failures import describe
 
 
 def test_a_timeout_without_text_says_what_was_expected() -> None:
