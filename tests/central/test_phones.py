@@ -169,6 +169,8 @@ async def test_phone_key_export_writes_a_private_file_the_agent_reads(
     for name, value in TEST_CENTRAL_ENV.items():
         monkeypatch.setenv(name, value)
     path = tmp_path / "phone-key"
+    # A fresh database: the chain's IT migrates it first (nothing else creates the schema).
+    assert await asyncio.to_thread(cli.main, ["migrate"]) == 0
     assert await asyncio.to_thread(cli.main, ["phone-key", "export", str(path)]) == 0
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     found = load_phone_key(path, {})
