@@ -141,6 +141,7 @@ class StoreStateRequest(Body):
 class TokenRotation(Body):
     overlap_hours: float = Field(
         TOKEN_OVERLAP_DEFAULT_H,
+        strict=True,  # a number: `false` is not 0 hours
         ge=0,
         le=TOKEN_OVERLAP_MAX_H,
         description="The longest the old token keeps working (0: it stops at once).",

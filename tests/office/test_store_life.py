@@ -196,10 +196,11 @@ async def test_a_rotated_token_overlap_ends_at_its_time_or_at_once(office: Offic
             )
         )
     assert previous is None
-    status, answer = await office.call(
-        "POST", "/admin/v1/stores/store-9/rotate-token", {"overlap_hours": 10_000}
-    )
-    assert_error(status, answer, "validation_error", 422)
+    for wrong in (10_000, -1, False, "24"):
+        status, answer = await office.call(
+            "POST", "/admin/v1/stores/store-9/rotate-token", {"overlap_hours": wrong}
+        )
+        assert_error(status, answer, "validation_error", 422)
 
 
 async def test_store_changes_need_the_stores_permission_and_are_audited(office: Office) -> None:
