@@ -54,7 +54,7 @@ KNOWN_BUGS = {
         "until the card happens to hold enough usable points again"
     ),
     "authorisation": (
-        "central/authorize.py + agent/operations.py sale: the chain-wide check is net − holds "
+        "central/authorize.py + agent/ops_sale.py sale: the chain-wide check is net − holds "
         "+ the store's pending delta, so (a) a sale consuming its own hold is checked against "
         "a balance that still subtracts that hold, (b) a pending authorised redemption counts "
         "twice (its auth hold and its delta), (c) the store's pending holds are not counted; "
@@ -68,13 +68,13 @@ KNOWN_BUGS = {
         "tests/model/test_known_bugs.py)"
     ),
     "local-refund-lots": (
-        "agent/operations.py _commit_return gives a refund back to the lots the store took the "
+        "agent/ops_return.py _commit_return gives a refund back to the lots the store took the "
         "redemption from, while its wallet holds the central server's lots, which took it from "
         "others (a lot expiring sooner arrived before the upload): a lot overfills, "
         "shared.lots.Lot's assertion fails and the till gets HTTP 500 for the return"
     ),
     "merged-card-refs": (
-        "agent/operations.py _take_hold and _use_verification compare the card number a hold or "
+        "agent/ops_sale.py _take_hold and agent/ops_base.py _use_verification compare the card number a hold or "
         "a confirmation code recorded with the card the sale resolves to: once the central "
         "server has merged that card into another (possibly in the agent's own quick round "
         "inside the same request), the hold can never be consumed (hold_not_found) and the "
