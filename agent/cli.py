@@ -29,6 +29,7 @@ from service.failures import describe
 from service.logs import setup_logging
 from service.notify import SystemdNotifier, watchdog_interval_s, watchdog_loop
 from service.version import package_version
+from service.web import listen
 
 log = logging.getLogger("agent")
 
@@ -63,16 +64,7 @@ async def serve(config: AgentConfig, config_path: Path | None) -> int:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
-    try:
-        await site.start()
-    except OSError as exc:
-        log.error(
-            "cannot listen on %s:%s: %s",
-            config.listen_host,
-            config.listen_port,
-            exc.strerror or exc,
-        )
-        await runner.cleanup()
+    if not await listen(runner, site, config.listen_host, config.listen_port):
         return 1
     log.info(
         "store %s agent ready on %s:%s", config.store_id, config.listen_host, config.listen_port

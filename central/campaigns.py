@@ -18,6 +18,7 @@ from central.db import Database, next_cursor
 from central.office_ops import (
     CAMPAIGN_ID_CHARS_MAX,
     Chunk,
+    begin_cancel,
     cards_after,
     credit_set,
     describe,
@@ -25,7 +26,6 @@ from central.office_ops import (
     in_chunks,
     json_pair,
     range_after,
-    request_hash,
     start_operation,
 )
 from central.program import current_settings
@@ -66,20 +66,7 @@ async def run_campaign(
         "note": note,
         "selection": selection.model_dump(mode="json"),
     }
-    await start_operation(
-        db,
-        campaign_id,
-        "campaign",
-        request_hash(body),
-        {
-            "amount_kop": amount_kop,
-            "expires_on": expires_on,
-            "note": note,
-            "selection": selection.model_dump(mode="json"),
-            "created_by": login,
-            "created_at": now,
-        },
-    )
+    await start_operation(db, campaign_id, "campaign", body, login, now)
     return describe(await _drive_campaign(db, campaign_id, today))
 
 
@@ -117,24 +104,8 @@ async def cancel_campaign(
     db: Database, campaign_id: str, now: datetime, login: str | None
 ) -> dict[str, Any]:
     """Debit what is still unspent of the campaign's lots; report what had been spent."""
-    async with db.write() as conn:
-        row = await existing_operation(conn, campaign_id, lock=True)
-        if row is None or row.kind != "campaign":
-            raise BonusError(ErrorCode.NOT_FOUND, "Бонус-акция не найдена", campaign_id=campaign_id)
-        if row.state == "running":
-            raise BonusError(ErrorCode.OPERATION_IN_PROGRESS, campaign_id=campaign_id)
-        if row.state == "done":
-            await conn.execute(
-                schema.campaigns.update()
-                .where(schema.campaigns.c.campaign_id == campaign_id)
-                .values(
-                    state="cancelling",
-                    progress_card=None,
-                    cancelled_at=now,
-                    cancelled_by=login,
-                    cancel_result={"debited_kop": 0, "spent_kop": 0, "cards_with_spent": 0},
-                )
-            )
+    totals = {"debited_kop": 0, "spent_kop": 0, "cards_with_spent": 0}
+    await begin_cancel(db, campaign_id, "campaign", "Бонус-акция не найдена", now, login, totals)
     return describe(await _drive_cancel_campaign(db, campaign_id))
 
 

@@ -35,6 +35,7 @@ from service.logs import setup_logging
 from service.notify import SystemdNotifier
 from service.phonekey import PhoneHasher
 from service.version import package_version
+from service.web import listen
 from shared.lots import local_date
 
 log = logging.getLogger("central")
@@ -74,16 +75,7 @@ async def serve(config: CentralConfig, worker: int | None = None) -> int:
         reuse_port=worker is not None,
         ssl_context=server_ssl_context(config),
     )
-    try:
-        await site.start()
-    except OSError as exc:
-        log.error(
-            "cannot listen on %s:%s: %s",
-            config.listen_host,
-            config.listen_port,
-            exc.strerror or exc,
-        )
-        await runner.cleanup()
+    if not await listen(runner, site, config.listen_host, config.listen_port):
         return 1
     log.info("central server ready on %s:%s", config.listen_host, config.listen_port)
     notifier = SystemdNotifier()

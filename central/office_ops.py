@@ -334,11 +334,51 @@ async def cards_after(
     return None if chunk is None else (chunk, str(chunk.upto))
 
 
+async def begin_cancel(
+    db: Database,
+    operation_id: str,
+    kind: str,
+    not_found: str,
+    now: datetime,
+    login: str | None,
+    totals: dict[str, int],
+) -> None:
+    """Mark a finished operation ``cancelling`` (its cancel's totals at zero), once: a cancel
+    already under way or done is left as it is (the caller carries it on or answers it); one
+    still running is ``409 operation_in_progress``; another kind or id is ``404``."""
+    async with db.write() as conn:
+        row = await existing_operation(conn, operation_id, lock=True)
+        if row is None or row.kind != kind:
+            raise BonusError(ErrorCode.NOT_FOUND, not_found, campaign_id=operation_id)
+        if row.state == "running":
+            raise BonusError(ErrorCode.OPERATION_IN_PROGRESS, campaign_id=operation_id)
+        if row.state == "done":
+            await conn.execute(
+                schema.campaigns.update()
+                .where(schema.campaigns.c.campaign_id == operation_id)
+                .values(
+                    state="cancelling",
+                    progress_card=None,
+                    cancelled_at=now,
+                    cancelled_by=login,
+                    cancel_result=totals,
+                )
+            )
+
+
 async def start_operation(
-    db: Database, operation_id: str, kind: str, fingerprint: str, values: dict[str, Any]
+    db: Database,
+    operation_id: str,
+    kind: str,
+    body: dict[str, Any],
+    login: str | None,
+    now: datetime,
 ) -> Any:
-    """The operation's row: made ``running`` now, or the one a first submission made (a
-    re-submission of another request under the same id is a conflict)."""
+    """The operation's row, with the request's ``body`` (its columns): made ``running`` now,
+    or the one a first submission made (a re-submission of another request under the same id
+    is a conflict)."""
+    fingerprint = request_hash(body)
+    values = {**body, "created_by": login, "created_at": now}
     try:
         async with db.write() as conn:
             existing = await existing_operation(conn, operation_id)

@@ -16,17 +16,16 @@ from central.bulk import one_of
 from central.db import Database, next_cursor
 from central.office_ops import (
     Chunk,
+    begin_cancel,
     cards_after,
     credit_set,
     describe,
     existing_operation,
     in_chunks,
     json_pairs_agg,
-    request_hash,
     start_operation,
 )
 from central.selection import Selection, cards_query
-from shared.errors import BonusError, ErrorCode
 
 lots = schema.lots
 cards = schema.cards
@@ -50,19 +49,7 @@ async def run_zeroing(
         "note": note,
         "selection": selection.model_dump(mode="json"),
     }
-    await start_operation(
-        db,
-        zeroing_id,
-        "zeroing",
-        request_hash(body),
-        {
-            "before_date": before_date,
-            "note": note,
-            "selection": selection.model_dump(mode="json"),
-            "created_by": login,
-            "created_at": now,
-        },
-    )
+    await start_operation(db, zeroing_id, "zeroing", body, login, now)
     return describe(await drive_zeroing(db, zeroing_id, today))
 
 
@@ -125,24 +112,8 @@ async def cancel_zeroing(
     db: Database, zeroing_id: str, today: date, now: datetime, login: str | None
 ) -> dict[str, Any]:
     """Give back exactly what the zeroing took, as non-expiring points (debt paid first)."""
-    async with db.write() as conn:
-        row = await existing_operation(conn, zeroing_id, lock=True)
-        if row is None or row.kind != "zeroing":
-            raise BonusError(ErrorCode.NOT_FOUND, "Обнуление не найдено", campaign_id=zeroing_id)
-        if row.state == "running":
-            raise BonusError(ErrorCode.OPERATION_IN_PROGRESS, campaign_id=zeroing_id)
-        if row.state == "done":
-            await conn.execute(
-                schema.campaigns.update()
-                .where(schema.campaigns.c.campaign_id == zeroing_id)
-                .values(
-                    state="cancelling",
-                    progress_card=None,
-                    cancelled_at=now,
-                    cancelled_by=login,
-                    cancel_result={"returned_kop": 0, "cards": 0},
-                )
-            )
+    totals = {"returned_kop": 0, "cards": 0}
+    await begin_cancel(db, zeroing_id, "zeroing", "Обнуление не найдено", now, login, totals)
     return describe(await drive_cancel_zeroing(db, zeroing_id, today))
 
 

@@ -179,3 +179,15 @@ def _no_constants(name: str) -> Any:
 
 #: One decoder for every body (``json.loads`` with options builds a new one per call).
 _DECODER = json.JSONDecoder(parse_float=Decimal, parse_constant=_no_constants)
+
+
+async def listen(runner: web.AppRunner, site: web.TCPSite, host: str, port: int) -> bool:
+    """Start listening; False (logged, the runner cleaned up) when the address cannot be had,
+    so that a service says "ready" only once it really listens."""
+    try:
+        await site.start()
+    except OSError as exc:
+        log.error("cannot listen on %s:%s: %s", host, port, exc.strerror or exc)
+        await runner.cleanup()
+        return False
+    return True
