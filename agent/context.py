@@ -23,7 +23,7 @@ from service.phonekey import PhoneHashBusy, PhoneHasher
 from shared.errors import MESSAGES_RU, BonusError, ErrorCode
 from shared.journal import Registration
 from shared.lots import local_date
-from shared.protocol import AuthorizeRequest, AuthorizeResponse
+from shared.protocol import STORE_STATES, AuthorizeRequest, AuthorizeResponse
 from shared.settings import ProgramSettings
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,6 @@ log = logging.getLogger(__name__)
 QuickRound = Callable[[float], Awaitable[bool]]
 #: Ask the central server to authorise a redemption; None when it did not answer in time.
 CentralAuthorize = Callable[[AuthorizeRequest], Awaitable[AuthorizeResponse | None]]
-
-
-#: The states a store can be in at the central server.
-STORE_STATES = frozenset({"active", "disabled", "closing", "closed"})
 
 
 def request_hash(body: dict[str, Any]) -> str:

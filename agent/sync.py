@@ -132,17 +132,19 @@ class CentralClient:
     def _url(self, path: str) -> str:
         return self.ctx.config.central_url.rstrip("/") + path
 
-    async def _note_state(self, response: aiohttp.ClientResponse, body: Any) -> None:
-        """What the answer says of this store's state: its header, or a refusal's code."""
+    async def _answer(self, response: aiohttp.ClientResponse, body: Any) -> CentralRefused | None:
+        """Note what an answer says of this store's state (its header, or a refusal's code);
+        the refusal it is, if it is one."""
         state = response.headers.get(STORE_STATE_HEADER)
-        if response.status >= 400:
-            error = CentralRefused(response.status, body)
+        error = CentralRefused(response.status, body) if response.status >= 400 else None
+        if error is not None:
             if error.code == "store_disabled":
                 state = "disabled"
             elif error.code == "store_closed":
                 state = str(error.details.get("state") or "closed")
         if state:
             await self.ctx.note_store_state(state)
+        return error
 
     async def _call(
         self, method: str, path: str, headers: dict[str, str] | None = None, **kwargs: Any
@@ -158,9 +160,9 @@ class CentralClient:
                 **kwargs,
             ) as response:
                 body = await response.json(content_type=None)
-                await self._note_state(response, body)
-                if response.status >= 400:
-                    raise CentralRefused(response.status, body)
+                refused = await self._answer(response, body)
+                if refused is not None:
+                    raise refused
         except CentralRefused as exc:
             self.ctx.note_central(str(exc))
             raise
@@ -171,10 +173,10 @@ class CentralClient:
         self.ctx.note_central(None)
         return body
 
-    async def hello(self) -> Hello:
+    async def hello(self, journal_head: int) -> Hello:
         # The journal's head tells the central server this store's backlog (and when a store
         # being closed has nothing left to upload).
-        head = {JOURNAL_HEAD_HEADER: str(store.last_seq(self.ctx.db.reader))}
+        head = {JOURNAL_HEAD_HEADER: str(journal_head)}
         return _message(Hello, await self._call("GET", "/sync/v1/hello", headers=head))
 
     async def upload(self, ops: list[Op]) -> UploadResponse:
@@ -196,9 +198,8 @@ class CentralClient:
                 json=request.model_dump(mode="json"),
             ) as response:
                 body = await response.json(content_type=None)
-                await self._note_state(response, body)
-                if response.status >= 400:
-                    error = CentralRefused(response.status, body)
+                error = await self._answer(response, body)
+                if error is not None:
                     if error.code in ("card_not_found",):
                         # Registered here and not yet uploaded: the central server cannot judge.
                         self.ctx.note_central(None)
@@ -331,7 +332,7 @@ class Syncer:
         ctx = self.ctx
         target_seq = store.last_seq(ctx.db.reader)
         try:
-            hello = await self.client.hello()
+            hello = await self.client.hello(target_seq)
             if not hello.protocol_min <= PROTOCOL_VERSION <= hello.protocol_max:
                 raise SyncError(
                     f"protocol {PROTOCOL_VERSION} is outside the central server's "

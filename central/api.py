@@ -162,7 +162,9 @@ async def hello(request: web.Request) -> web.Response:
         request[PROTOCOL_KEY],
     )
     journal_head = _journal_head(request)
-    if journal_head is not None or store.state == "closing":
+    if (journal_head is not None and journal_head != store.reported_head_seq) or (
+        store.state == "closing"
+    ):
         async with request.app[DB_KEY].write() as conn:
             request[_STATE_KEY] = await note_greeting(conn, store, journal_head, now())
     async with request.app[DB_KEY].read() as conn:

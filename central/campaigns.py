@@ -122,8 +122,7 @@ async def _drive_cancel_campaign(db: Database, campaign_id: str) -> Any:
         conn: AsyncConnection, after: str | None, size: int
     ) -> tuple[Chunk, str] | None:
         # The campaign's cards, along the lots' (source_ref, card) index.
-        chunk = await range_after(conn, lots.c.card, mine, after, size)
-        return None if chunk is None else (chunk, str(chunk.upto))
+        return await range_after(conn, lots.c.card, mine, after, size)
 
     async def apply(conn: AsyncConnection, of_chunk: Chunk) -> dict[str, int]:
         chunk = sa.and_(mine, of_chunk.of(lots.c.card, conn))

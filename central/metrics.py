@@ -28,7 +28,7 @@ from central import schema
 from central.db import Database
 from service.metrics_web import LATENCY_BUCKETS
 from shared.journal import OpKind
-from shared.protocol import OpResult, Rejection
+from shared.protocol import STORE_STATES, OpResult, Rejection
 
 #: Stores listed per scrape at most (the query stays bounded); ``bonus_central_stores`` counts
 #: them all.
@@ -148,9 +148,6 @@ async def record_expiry_run(conn: AsyncConnection, started_s: float, lots: int, 
 
 
 # --- figures from the database ------------------------------------------------------------------
-
-
-STORE_STATES = ("active", "disabled", "closing", "closed")
 
 
 @dataclass(frozen=True)

@@ -102,9 +102,9 @@ def _after(column: Any, after: str | None) -> Any:
 
 async def range_after(
     conn: AsyncConnection, column: Any, where: Any, after: str | None, size: int
-) -> Chunk | None:
-    """The chunk of the next ``size`` values of ``column`` (along its index) after ``after``;
-    None when none is left."""
+) -> tuple[Chunk, str] | None:
+    """The chunk of the next ``size`` values of ``column`` (along its index) after ``after``,
+    and the position after it (its last value); None when none is left."""
     ahead = (
         sa.select(column.label("number"))
         .where(where, _after(column, after))
@@ -113,7 +113,7 @@ async def range_after(
         .subquery()
     )
     upto = await conn.scalar(sa.select(sa.func.max(ahead.c.number)))
-    return None if upto is None else Chunk(after, str(upto))
+    return None if upto is None else (Chunk(after, str(upto)), str(upto))
 
 
 async def _lock_cards(conn: AsyncConnection, chunk: Chunk) -> None:
@@ -330,8 +330,7 @@ async def cards_after(
     conn: AsyncConnection, after: str | None, size: int
 ) -> tuple[Chunk, str] | None:
     """The next range of ``size`` cards of the ledger, whichever a selection means."""
-    chunk = await range_after(conn, cards.c.number, sa.true(), after, size)
-    return None if chunk is None else (chunk, str(chunk.upto))
+    return await range_after(conn, cards.c.number, sa.true(), after, size)
 
 
 async def begin_cancel(

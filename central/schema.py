@@ -43,7 +43,7 @@ stores = sa.Table(
     sa.Column("state_changed_at", sa.DateTime(timezone=True)),
     #: When a closing store was first told so (its later greetings can close it).
     sa.Column("closing_told_at", sa.DateTime(timezone=True)),
-    #: The highest journal seq the store reported (``X-Bonus-Journal-Head``), and when.
+    #: The highest journal seq the store reported (``X-Bonus-Journal-Head``), and when it moved.
     sa.Column("reported_head_seq", sa.BigInteger),
     sa.Column("reported_head_at", sa.DateTime(timezone=True)),
     #: A rotated token's predecessor: it works until the store uses the new one, or until then.

@@ -12,15 +12,17 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from central import schema
 from central.apply import aware
+from shared.protocol import STORE_STATES
 
 StoreState = Literal["active", "disabled", "closing", "closed"]
+assert get_args(StoreState) == STORE_STATES  # the protocol's list, in one order
 #: How long a rotated token's predecessor keeps working by default, and at most (hours): long
 #: enough to install the new token at a store, short enough not to keep a leaked one alive.
 TOKEN_OVERLAP_DEFAULT_H: Final = 72.0
@@ -53,6 +55,7 @@ class Store:
     last_sync_at: datetime | None
     state: str = "active"
     closing_told_at: datetime | None = None
+    reported_head_seq: int | None = None
 
 
 async def add_store(
@@ -145,6 +148,7 @@ async def authenticate(
         row.last_sync_at,
         row.state,
         aware(row.closing_told_at) if row.closing_told_at else None,
+        row.reported_head_seq,
     )
     return Authenticated(store, current and row.previous_token_hash is not None)
 
@@ -196,7 +200,8 @@ async def note_greeting(
     reports nothing the central server lacks is closed now.  Returns the store's state."""
     values: dict[str, object] = {}
     state = store.state
-    if journal_head is not None:
+    if journal_head is not None and journal_head != store.reported_head_seq:
+        # Written when it moves: a store greeting every round with the same head costs no write.
         values |= {"reported_head_seq": journal_head, "reported_head_at": now}
     if store.state == "closing":
         if store.closing_told_at is None:

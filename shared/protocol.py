@@ -31,6 +31,8 @@ JOURNAL_HEAD_HEADER: Final = "X-Bonus-Journal-Head"
 #: On every sync answer: the store's state at the central server (active, disabled, closing,
 #: closed); a header so that agents that do not know it are not disturbed.
 STORE_STATE_HEADER: Final = "X-Bonus-Store-State"
+#: The states a store can be in at the central server (``central/stores.py`` moves them).
+STORE_STATES: Final = ("active", "disabled", "closing", "closed")
 #: The agent's release, ``bonus-agent/0.2.0`` (optional: earlier agents send aiohttp's own).
 AGENT_HEADER: Final = "User-Agent"
 AGENT_PRODUCT: Final = "bonus-agent"
